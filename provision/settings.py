@@ -1,0 +1,116 @@
+"""Settings: every default in one place, overridable from invoke.yaml and from flags.
+
+``invoke.yaml`` overrides take the form::
+
+    coa:
+      instance_type: m5.xlarge
+      region: eu-west-1
+      ceph:
+        osd_count: 2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .exceptions import ConfigError
+
+
+@dataclass(frozen=True)
+class CephSettings:
+    """The single-node Ceph cluster."""
+
+    cluster: str = "ceph"
+    mon_id: str = "a"
+    mgr_id: str = "x"
+    osd_count: int = 1
+    osd_size_gib: int = 10
+    osd_memory_target_mib: int = 1024
+    pools: tuple[str, ...] = ("volumes", "images")
+    connect_timeout_s: int = 10
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Project-wide defaults; the single source for instance type, region, names and sizes."""
+
+    instance_type: str = "m1.xlarge"
+    region: str = "us-east-1"
+    hostname: str = "cephdemo"
+    profile: str = "debian-12"
+    login_user: str = "admin"
+    volume_pool: str = "volumes"
+    image_pool: str = "images"
+    boot_volume_name: str = "cephdemo-boot"
+    state_dir: str = "/var/lib/ceph-openstack-ami"
+    metadata_url: str = "http://169.254.169.254"
+    metadata_allow_v1: bool = True
+    ssh_port: int = 22
+    ssh_connect_timeout_s: float = 10.0
+    ssh_retries: int = 30
+    ssh_retry_delay_s: float = 5.0
+    wait_delay_s: float = 5.0
+    wait_attempts: int = 120
+    ceph: CephSettings = field(default_factory=CephSettings)
+
+    def replace(self, **changes: Any) -> "Settings":
+        """Return a copy with ``changes`` applied; ``None`` values are ignored (unset flags)."""
+        return apply_overrides(self, {k: v for k, v in changes.items() if v is not None})
+
+
+def apply_overrides(obj: Any, overrides: Mapping[str, Any]) -> Any:
+    """Return a copy of the dataclass ``obj`` with nested ``overrides`` applied.
+
+    Raises:
+        ConfigError: an override names no setting, or has the wrong type.
+    """
+    known = {f.name: f for f in dataclasses.fields(obj)}
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        key = key.replace("-", "_")
+        if key not in known:
+            raise ConfigError(
+                f"Unknown setting {key!r} for {type(obj).__name__}",
+                hint=f"valid settings: {', '.join(sorted(known))}",
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"Setting {key!r} must be a mapping, got {value!r}")
+            changes[key] = apply_overrides(current, value)
+        elif isinstance(current, tuple):
+            changes[key] = tuple(value) if not isinstance(value, str) else tuple(v.strip() for v in value.split(","))
+        elif isinstance(current, bool):
+            changes[key] = _to_bool(key, value)
+        elif isinstance(current, (int, float)):
+            try:
+                changes[key] = type(current)(value)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"Setting {key!r} must be a number, got {value!r}") from e
+        else:
+            changes[key] = str(value)
+    return dataclasses.replace(obj, **changes)
+
+
+def _to_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"Setting {key!r} must be true or false, got {value!r}")
+
+
+def load(config: Mapping[str, Any] | None = None, **flags: Any) -> Settings:
+    """Build settings from defaults, then an invoke config mapping, then flags (highest)."""
+    settings = apply_overrides(Settings(), dict(config or {}))
+    return settings.replace(**flags)
+
+
+def as_dict(settings: Settings) -> dict[str, Any]:
+    """Settings as plain data (for ``ns.configure`` and for printing)."""
+    return dataclasses.asdict(settings)

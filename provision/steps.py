@@ -1,0 +1,68 @@
+"""Steps: idempotent units of provisioning that report whether they changed anything."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+from .settings import Settings
+from .target import Target
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one step did: its name, whether it changed the host, and why (one line)."""
+
+    name: str
+    changed: bool
+    detail: str = ""
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        """One human-readable log line."""
+        state = "changed" if self.changed else "unchanged"
+        return f"[{state:9}] {self.name}: {self.detail} ({self.seconds:.1f}s)"
+
+
+class Step(Protocol):
+    """A provisioning step: ``apply(target, settings)`` is idempotent."""
+
+    name: str
+
+    def apply(self, target: Target, settings: Settings) -> StepResult: ...
+
+
+@dataclass
+class Report:
+    """Results of a run of steps."""
+
+    results: list[StepResult] = field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        """How many steps reported a change."""
+        return sum(1 for r in self.results if r.changed)
+
+    @property
+    def seconds(self) -> float:
+        """Total time spent."""
+        return sum(r.seconds for r in self.results)
+
+
+def run_steps(
+    target: Target,
+    settings: Settings,
+    steps: Iterable[Step],
+    log: Callable[[str], None] = print,
+) -> Report:
+    """Apply ``steps`` in order, logging one line each; stop at the first error."""
+    report = Report()
+    for step in steps:
+        log(f"==> {step.name} ...")
+        start = time.monotonic()
+        result = step.apply(target, settings)
+        result = StepResult(result.name, result.changed, result.detail, time.monotonic() - start)
+        report.results.append(result)
+        log(result.line())
+    return report
