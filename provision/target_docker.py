@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import io
-import posixpath
-import secrets
-import tarfile
-import time
+import socket
 from typing import Any
 
-from .exceptions import CommandFailed, ConnectError
+from .exceptions import ConnectError
 from .target import Target, command_line, register
 
 
@@ -56,46 +52,34 @@ class DockerTarget(Target):
 
     def _exec(self, command: str, stdin: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
         line = command
-        stdin_path = None
-        if stdin is not None:
-            stdin_path = f"/tmp/.coa-stdin-{secrets.token_hex(6)}"
-            self._write(stdin_path, stdin)
-            line = f"( {command} ) < {stdin_path}; rc=$?; rm -f {stdin_path}; exit $rc"
         if timeout is not None:
             line = command_line("timeout -k 5 %s sh -c %s", str(int(max(1, timeout))), line)
         c = self.container
         c.reload()
         if c.status != "running":
             raise ConnectError(f"Container {self.container_name!r} is {c.status}, not running", hint="start it with `invoke sim.up`")
-        code, (out, err) = c.exec_run(["sh", "-c", line], demux=True)
-        return code, out or b"", err or b""
+        if stdin is None:
+            code, (out, err) = c.exec_run(["sh", "-c", line], demux=True)
+            return code, out or b"", err or b""
+        return self._exec_with_stdin(c, line, stdin)
 
-    def _write(self, path: str, data: bytes) -> None:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            info = tarfile.TarInfo(posixpath.basename(path))
-            info.size = len(data)
-            info.mode = 0o600
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-        if not self.container.put_archive(posixpath.dirname(path) or "/", buf.getvalue()):
-            raise CommandFailed(self.name, f"write {path}", 1)
+    def _exec_with_stdin(self, c: Any, line: str, stdin: bytes) -> tuple[int, bytes, bytes]:
+        """``docker exec -i``: feed stdin over the hijacked socket, then half-close it."""
+        from docker.utils.socket import consume_socket_output, demux_adaptor, frames_iter
 
-    def _read(self, path: str) -> bytes:
-        from docker.errors import NotFound
-
-        if not self.run("test -f %s", path, check=False).ok:
-            raise FileNotFoundError(f"{self.name}:{path}")
+        api = c.client.api
+        exec_id = api.exec_create(c.id, ["sh", "-c", line], stdin=True, stdout=True, stderr=True)["Id"]
+        sock = api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)
         try:
-            stream, _ = self.container.get_archive(path)
-        except NotFound as e:
-            raise FileNotFoundError(f"{self.name}:{path}") from e
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            member = tar.next()
-            assert member is not None
-            f = tar.extractfile(member)
-            assert f is not None
-            return f.read()
+            raw.sendall(stdin)
+            raw.shutdown(socket.SHUT_WR)
+            frames = frames_iter(sock, tty=False)
+            out, err = consume_socket_output((demux_adaptor(*f) for f in frames), demux=True)
+        finally:
+            sock.close()
+        code = api.exec_inspect(exec_id)["ExitCode"]
+        return int(code if code is not None else 255), out or b"", err or b""
 
 
 @register("docker")

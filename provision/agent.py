@@ -1,0 +1,74 @@
+"""Install the boot agent on a host: its code, its settings and one unit per boot job."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from .boot import AGENT_DIR, SETTINGS_PATH, jobs
+from .settings import Settings
+from .steps import StepResult
+from .target import Target
+from .units import render_unit
+
+#: Modules the agent needs on the instance (standard library only).
+AGENT_MODULES = (
+    "__init__.py",
+    "exceptions.py",
+    "settings.py",
+    "steps.py",
+    "target.py",
+    "target_local.py",
+    "boot.py",
+    "boot_jobs.py",
+    "metadata.py",
+    "hostname.py",
+    "cephconf.py",
+    "monmap.py",
+    "ceph.py",
+    "ceph_boot.py",
+)
+
+UNIT_DIR = "/etc/systemd/system"
+
+
+def agent_files(settings: Settings) -> dict[str, tuple[bytes, int]]:
+    """Every file the agent installs: path -> (content, mode)."""
+    src = Path(__file__).parent
+    files: dict[str, tuple[bytes, int]] = {}
+    for name in AGENT_MODULES:
+        path = src / name
+        if path.exists():
+            files[f"{AGENT_DIR}/provision/{name}"] = (path.read_bytes(), 0o644)
+    files[SETTINGS_PATH] = ((json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True) + "\n").encode(), 0o644)
+    for job in jobs(settings):
+        files[f"{UNIT_DIR}/{job.unit}"] = (render_unit(job).encode(), 0o644)
+    return files
+
+
+class BootAgentStep:
+    """Provisioning step: install or update the boot agent and enable its units."""
+
+    name = "boot-agent"
+
+    def apply(self, target: Target, settings: Settings) -> StepResult:
+        changed = [path for path, (data, mode) in agent_files(settings).items() if target.put(path, data, mode=mode)]
+        # Remove units of jobs that no longer exist.
+        wanted = {job.unit for job in jobs(settings)}
+        listing = target.run("ls %s", UNIT_DIR, check=False).stdout.split()
+        for unit in listing:
+            if unit.startswith("coa-") and unit.endswith(".service") and unit not in wanted:
+                target.run("systemctl disable %s", unit, check=False)
+                if target.remove(f"{UNIT_DIR}/{unit}"):
+                    changed.append(unit)
+        units = [job.unit for job in jobs(settings)]
+        enabled = target.run(["systemctl", "is-enabled", *units], check=False).stdout.split()
+        if len(enabled) != len(units) or any(state != "enabled" for state in enabled):
+            target.run(["systemctl", "enable", *units])
+            changed.append("enabled units")
+        if changed:
+            target.run("systemctl daemon-reload")
+            return StepResult(self.name, True, f"{len(changed)} file(s) updated: {', '.join(os.path.basename(c) for c in changed[:6])}")
+        return StepResult(self.name, False, "agent, settings and units already current")

@@ -1,0 +1,53 @@
+"""Provision a host: the one entry point shared by ``sim.up``, ``provision.host`` and ``build.ami``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .agent import BootAgentStep
+from .boot import AGENT_DIR, jobs
+from .settings import Settings
+from .steps import Report, Step, run_steps
+from .target import Target
+
+Log = Callable[[str], None]
+
+
+def agent_command(*args: str) -> list[str]:
+    """argv that runs the installed agent's python modules on the target."""
+    return ["env", f"PYTHONPATH={AGENT_DIR}", "python3", "-m", *args]
+
+
+def instance_ipv4(target: Target) -> str:
+    """The instance's local IPv4, read from the metadata service by the agent on the target."""
+    return target.run(agent_command("provision.metadata", "local-ipv4"), timeout=60).stdout.strip()
+
+
+def start_boot_units(target: Target, settings: Settings) -> None:
+    """Start the boot jobs' units in order (each is a no-op when already done)."""
+    for job in jobs(settings):
+        target.run(["systemctl", "start", job.unit], timeout=900)
+
+
+def content_steps(settings: Settings, profile: str, ip: str) -> list[Step]:
+    """The steps that install and configure the AMI's content (Ceph, then later OpenStack)."""
+    from . import ceph
+
+    return list(ceph.steps(settings, profile, ip))
+
+
+def provision(target: Target, settings: Settings, profile: str, log: Log = print) -> Report:
+    """Provision ``target`` into the AMI's content; idempotent: a second run changes nothing.
+
+    Installs the boot agent and runs its first per-boot job (hostname), then the content
+    steps, then starts the remaining boot units so the host ends as a booted instance would.
+    """
+    report = run_steps(target, settings, [BootAgentStep()], log)
+    target.run(["systemctl", "start", jobs(settings)[0].unit], timeout=300)
+    ip = instance_ipv4(target)
+    log(f"instance address from metadata: {ip}")
+    more = run_steps(target, settings, content_steps(settings, profile, ip), log)
+    report.results.extend(more.results)
+    start_boot_units(target, settings)
+    log(f"provisioned: {len(report.results)} steps, {report.changed} changed, {report.seconds:.0f}s")
+    return report

@@ -1,0 +1,92 @@
+"""Readiness: the checks that say an instance is ready, written on the Target interface."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .boot import jobs
+from .exceptions import ProvisionError
+from .settings import Settings
+from .target import Target
+
+
+@dataclass(frozen=True)
+class Check:
+    """One readiness check's outcome."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_boot_jobs(target: Target, settings: Settings) -> Check:
+    """Every boot job's unit ran and succeeded at this boot."""
+    units = [j.unit for j in jobs(settings)]
+    states = target.run(["systemctl", "show", "-p", "Id,ActiveState,Result", "--value", *units], check=False).stdout.split("\n\n")
+    bad = []
+    for unit, block in zip(units, states):
+        fields = block.split()
+        if "active" not in fields or "success" not in fields:
+            bad.append(f"{unit}={'/'.join(fields[1:]) or 'unknown'}")
+    return Check("boot-jobs", not bad, "all done" if not bad else "not done: " + ", ".join(bad))
+
+
+def check_hostname(target: Target, settings: Settings) -> Check:
+    """The static hostname is set."""
+    name = target.run("hostname", check=False).stdout.strip()
+    return Check("hostname", name == settings.hostname, name or "unknown")
+
+
+def check_ceph(target: Target, settings: Settings) -> Check:
+    """Ceph reports HEALTH_OK."""
+    r = target.run(
+        ["timeout", "20", "ceph", "--connect-timeout", str(settings.ceph.connect_timeout_s), "health", "-f", "json"],
+        check=False,
+    )
+    if not r.ok:
+        return Check("ceph", False, (r.stderr.strip().splitlines() or [f"exit {r.exit_code}"])[-1][:200])
+    try:
+        status = json.loads(r.stdout).get("status", "unknown")
+    except json.JSONDecodeError:
+        status = r.stdout.strip()[:80]
+    return Check("ceph", status == "HEALTH_OK", status)
+
+
+CHECKS: list[Callable[[Target, Settings], Check]] = [check_boot_jobs, check_hostname, check_ceph]
+
+
+def check_all(target: Target, settings: Settings) -> list[Check]:
+    """Run every readiness check."""
+    return [check(target, settings) for check in CHECKS]
+
+
+class NotReady(ProvisionError):
+    """The instance did not become ready within the bound."""
+
+
+def wait_ready(
+    target: Target,
+    settings: Settings,
+    timeout: float = 900,
+    interval: float = 3,
+    log: Callable[[str], None] = print,
+) -> list[Check]:
+    """Poll the checks until all pass; raise NotReady naming what is not ready after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: list[Check] = []
+    shown = ""
+    while True:
+        last = check_all(target, settings)
+        pending = [c for c in last if not c.ok]
+        if not pending:
+            return last
+        summary = "; ".join(f"{c.name}: {c.detail}" for c in pending)
+        if summary != shown:
+            log(f"waiting: {summary}")
+            shown = summary
+        if time.monotonic() > deadline:
+            raise NotReady(f"Not ready after {timeout:.0f}s: {summary}", hint="see the boot jobs' logs with `invoke sim.logs`")
+        time.sleep(interval)

@@ -1,0 +1,398 @@
+"""The simulated instance's lifecycle: up, status, reboot, relaunch, down.
+
+A moto server (in the sim daemon) is the EC2 API. ``up`` calls ``run_instances`` on it
+and starts a systemd container as that instance: the container's address on the sim's
+Docker network is the instance's private IP, its memory limit the instance type's, and
+169.254.169.254 answers it with the instance's own metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from provision import host as provision_host
+from provision.exceptions import ConfigError, SimError
+from provision.profiles import get_profile, record_proven
+from provision.ready import Check, wait_ready
+from provision.settings import Settings
+from provision.target import Target
+from provision.target_docker import DockerTarget, docker_client
+
+from . import images
+from .daemon import ec2_client
+from .state import ROOT, SimState, state_dir
+
+LABEL = images.LABEL
+NETWORK = "coa-sim-net"
+BRIDGE = "coa-sim0"
+SUBNET = "10.77.0.0/24"
+GATEWAY = "10.77.0.1"
+IMDS_ADDRESS = "169.254.169.254"
+
+Log = Callable[[str], None]
+
+#: How a container must run to host systemd on this engine. ``privileged`` is refused by
+#: engines whose capability bounding set lacks CAP_SYS_RESOURCE (as here), so every other
+#: capability is granted instead; seccomp and AppArmor are unconfined as for privileged.
+RUN_OPTIONS: dict[str, Any] = {
+    "cap_add": ["ALL"],
+    "cap_drop": ["SYS_RESOURCE"],
+    "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+    "cgroupns": "private",
+    "tmpfs": {"/run": "rw,mode=755", "/run/lock": "rw", "/tmp": "rw,exec,mode=1777"},
+    "stop_signal": "SIGRTMIN+3",
+}
+
+
+@dataclass
+class Sim:
+    """The simulation, driven from the host."""
+
+    settings: Settings
+    log: Log = print
+
+    def __post_init__(self) -> None:
+        self.state = SimState.load()
+        self._docker: Any = None
+
+    # --- plumbing -------------------------------------------------------------------
+    @property
+    def docker(self) -> Any:
+        """Docker SDK client (ConnectError with a hint when no engine answers)."""
+        if self._docker is None:
+            self._docker = docker_client()
+        return self._docker
+
+    def ec2(self) -> Any:
+        """boto3 EC2 client on the sim's moto server."""
+        return ec2_client(self.state.endpoint, self.state.region)
+
+    def target(self) -> DockerTarget:
+        """A Target into the current instance's container."""
+        if not self.state.container:
+            raise SimError("No simulated instance is running", hint="start one with `invoke sim.up`")
+        return DockerTarget(self.state.container, client=self.docker)
+
+    def _labels(self, **extra: str) -> dict[str, str]:
+        return {LABEL: "1", **{f"{LABEL}.{k}": v for k, v in extra.items()}}
+
+    def _ensure_network(self) -> None:
+        from docker.errors import NotFound
+
+        try:
+            self.docker.networks.get(NETWORK)
+        except NotFound:
+            import docker
+
+            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=SUBNET, gateway=GATEWAY)])
+            self.docker.networks.create(
+                NETWORK, driver="bridge", ipam=ipam, labels=self._labels(kind="network"),
+                options={"com.docker.network.bridge.name": BRIDGE},
+            )
+            self.log(f"created Docker network {NETWORK} ({SUBNET}, bridge {BRIDGE})")
+        # The metadata address lives on the sim's bridge; containers reach it via their gateway.
+        have = subprocess.run(["ip", "-4", "addr", "show", "dev", BRIDGE], capture_output=True, text=True).stdout
+        if f"{IMDS_ADDRESS}/32" not in have:
+            r = subprocess.run(["ip", "addr", "add", f"{IMDS_ADDRESS}/32", "dev", BRIDGE], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SimError(f"Cannot put {IMDS_ADDRESS} on {BRIDGE}: {r.stderr.strip()}", hint="the sim needs root to add the metadata address")
+
+    def _daemon_alive(self) -> bool:
+        if not self.state.daemon_pid:
+            return False
+        try:
+            os.kill(self.state.daemon_pid, 0)
+        except OSError:
+            return False
+        try:
+            self.ec2().describe_regions()
+            return True
+        except Exception:
+            return False
+
+    def _ensure_daemon(self) -> None:
+        if self._daemon_alive():
+            return
+        if self.state.instance_id:
+            self.log("the sim daemon (moto) is gone: its EC2 state is lost; starting afresh")
+            self.state = SimState(images={})
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        d = state_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        logf = open(d / "daemon.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sim.daemon", "--port", str(port), "--region", self.settings.region, "--imds-host", IMDS_ADDRESS],
+            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(ROOT), start_new_session=True,
+        )
+        self.state.daemon_pid = proc.pid
+        self.state.endpoint = f"http://127.0.0.1:{port}"
+        self.state.region = self.settings.region
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SimError("The sim daemon exited at start", hint=f"see {d / 'daemon.log'}")
+            try:
+                self.ec2().describe_regions()
+                break
+            except Exception:
+                time.sleep(0.3)
+        else:
+            raise SimError("The sim daemon did not answer within 30 s", hint=f"see {d / 'daemon.log'}")
+        self.state.save()
+        self.log(f"sim daemon started (pid {proc.pid}): moto at {self.state.endpoint}, metadata at http://{IMDS_ADDRESS}/")
+
+    def _ensure_ec2_plumbing(self) -> None:
+        ec2 = self.ec2()
+        if not self.state.subnet_id:
+            vpc = ec2.create_vpc(CidrBlock=SUBNET, TagSpecifications=[{"ResourceType": "vpc", "Tags": [{"Key": "Name", "Value": "coa-sim"}]}])["Vpc"]["VpcId"]
+            az = f"{self.settings.region}a"
+            subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=SUBNET, AvailabilityZone=az)["Subnet"]["SubnetId"]
+            ec2.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
+            self.state.vpc_id, self.state.subnet_id = vpc, subnet
+        if not self.state.key_name or not self.state.key_path.exists():
+            self.state.key_name = "coa-sim"
+            ec2.delete_key_pair(KeyName=self.state.key_name)
+            key = ec2.create_key_pair(KeyName=self.state.key_name, KeyType="ed25519")["KeyMaterial"]
+            path = self.state.key_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(key)
+        self.state.save()
+
+    def _check_instance_type(self) -> int:
+        """Validate the instance type on the EC2 API; return its memory in MiB."""
+        from botocore.exceptions import ClientError
+
+        try:
+            types = self.ec2().describe_instance_types(InstanceTypes=[self.settings.instance_type])["InstanceTypes"]
+        except ClientError as e:
+            raise ConfigError(f"EC2 does not offer instance type {self.settings.instance_type!r}", hint="use e.g. m1.xlarge (the default)") from e
+        return int(types[0]["MemoryInfo"]["SizeInMiB"])
+
+    def _source_ami(self, profile_name: str) -> str:
+        profile = get_profile(profile_name)
+        tag = images.os_image(self.docker, profile, self.log)
+        for ami, image in self.state.images.items():
+            if image == tag:
+                return ami
+        ami = self.ec2().register_image(
+            Name=f"{profile.name}-sim-source-{tag.rsplit('-', 1)[-1]}",
+            Description=f"sim source image for {profile.name} ({tag})",
+            Architecture="x86_64", RootDeviceName="/dev/xvda", VirtualizationType="hvm", EnaSupport=True,
+            BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 30, "VolumeType": "gp3"}}],
+        )["ImageId"]
+        self.state.images[ami] = tag
+        self.state.save()
+        return ami
+
+    # --- instances ------------------------------------------------------------------
+    def _launch(self, ami: str, memory_mib: int) -> None:
+        """run_instances on moto and start the container that is that instance."""
+        ec2 = self.ec2()
+        imds = "required" if not self.settings.metadata_allow_v1 else "optional"
+        inst = ec2.run_instances(
+            ImageId=ami, InstanceType=self.settings.instance_type, MinCount=1, MaxCount=1,
+            SubnetId=self.state.subnet_id, KeyName=self.state.key_name,
+            MetadataOptions={"HttpTokens": imds, "HttpPutResponseHopLimit": 2, "HttpEndpoint": "enabled"},
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "coa-sim"}, {"Key": LABEL, "Value": "1"}]}],
+        )["Instances"][0]
+        iid, ip = inst["InstanceId"], inst["PrivateIpAddress"]
+        name = f"coa-sim-{iid}"
+        self.log(f"launched {iid} ({self.settings.instance_type}, {ami}) at {ip}; starting container {name}")
+        api = self.docker.api
+        host_config = api.create_host_config(
+            mem_limit=f"{memory_mib}m", memswap_limit=f"{memory_mib}m",
+            cap_add=RUN_OPTIONS["cap_add"], cap_drop=RUN_OPTIONS["cap_drop"], security_opt=RUN_OPTIONS["security_opt"],
+            tmpfs=RUN_OPTIONS["tmpfs"], network_mode=NETWORK, cgroupns=RUN_OPTIONS["cgroupns"],
+        )
+        net = api.create_networking_config({NETWORK: api.create_endpoint_config(ipv4_address=ip)})
+        hostname = inst.get("PrivateDnsName", "").split(".")[0] or name
+        api.create_container(
+            self.state.images[ami], name=name, hostname=hostname, host_config=host_config, networking_config=net,
+            labels=self._labels(kind="instance", **{"instance-id": iid}), stop_signal=RUN_OPTIONS["stop_signal"],
+            environment={"container": "docker"},
+        )
+        api.start(name)
+        self.state.instance_id, self.state.container = iid, name
+        self.state.save()
+        self._wait_systemd()
+
+    def _wait_systemd(self, timeout: float = 120) -> None:
+        wait_for_systemd(self.target(), timeout, self.log)
+
+    def _wait_ready(self, timeout: float = 900) -> list[Check]:
+        return wait_ready(self.target(), self.settings, timeout=timeout, log=self.log)
+
+    def up(self, ami: str | None = None, profile: str | None = None) -> dict[str, Any]:
+        """Launch (or find) the simulated instance, provision it, wait until ready."""
+        self.docker  # fail early without an engine
+        if self.state.container and self._container_running() and self._daemon_alive():
+            self.log(f"instance {self.state.instance_id} is already up ({self.state.container})")
+            self._wait_ready()
+            return self.status()
+        if ami is not None and not ami.startswith("ami-"):
+            raise ConfigError(f"Malformed AMI id {ami!r}", hint="an AMI id looks like ami-0123456789abcdef0")
+        self._remove_instances()
+        self._ensure_network()
+        self._ensure_daemon()
+        memory = self._check_instance_type()
+        self._ensure_ec2_plumbing()
+        if ami:
+            if ami not in self.state.images:
+                raise SimError(f"AMI {ami} was not built in this sim", hint="build one with `invoke build.ami --sim`, or list them with `invoke sim.status`")
+            source = ami
+        else:
+            profile = profile or self.state.profile or default_profile(self.docker, self.log)
+            self.state.profile = profile
+            source = self._source_ami(profile)
+        self._launch(source, memory)
+        if not ami:
+            provision_host.provision(self.target(), self.settings, self.state.profile, self.log)
+            self.state.provisioned = True
+            self.state.save()
+        self._wait_ready()
+        if self.state.profile:
+            record_proven(self.state.profile)
+        return self.status()
+
+    def _container_running(self) -> bool:
+        from docker.errors import NotFound
+
+        try:
+            return self.docker.containers.get(self.state.container).status == "running"
+        except NotFound:
+            return False
+
+    def reboot(self) -> dict[str, Any]:
+        """Restart the same instance: same instance-id, same IP; wait until ready."""
+        self._require_running()
+        self.log(f"rebooting {self.state.instance_id} ...")
+        self.ec2().reboot_instances(InstanceIds=[self.state.instance_id])
+        c = self.docker.containers.get(self.state.container)
+        c.stop(timeout=120)
+        c.start()
+        self._wait_systemd()
+        self._wait_ready()
+        return self.status()
+
+    def relaunch(self) -> dict[str, Any]:
+        """Launch a new instance from this instance's disk: new instance-id, new IP; wait until ready."""
+        self._require_running()
+        old_iid, old_name = self.state.instance_id, self.state.container
+        c = self.docker.containers.get(old_name)
+        self.log(f"stopping {old_iid} and imaging its disk ...")
+        c.stop(timeout=120)
+        ami = self.ec2().create_image(InstanceId=old_iid, Name=f"coa-sim-relaunch-{old_iid}-{int(time.time())}")["ImageId"]
+        tag = f"{images.REPO}/ami:{ami}"
+        c.commit(repository=f"{images.REPO}/ami", tag=ami, conf={"Labels": self._labels(kind="ami", ami=ami)})
+        self.state.images[ami] = tag
+        self.ec2().terminate_instances(InstanceIds=[old_iid])
+        c.remove(force=True)
+        self.state.instance_id = self.state.container = ""
+        self.state.save()
+        self._launch(ami, self._check_instance_type())
+        self._wait_ready()
+        return self.status()
+
+    def _require_running(self) -> None:
+        if not self.state.container or not self._container_running():
+            raise SimError("No simulated instance is running", hint="start one with `invoke sim.up`")
+        if not self._daemon_alive():
+            raise SimError("The sim daemon (moto) is not running: its EC2 state is lost", hint="run `invoke sim.down` then `invoke sim.up`")
+
+    def status(self) -> dict[str, Any]:
+        """Instance-id, container, addresses, AMI, EC2 endpoint and readiness of each check."""
+        s: dict[str, Any] = {
+            "instance_id": self.state.instance_id or None, "container": self.state.container or None,
+            "private_ip": None, "public_ip": None, "public_hostname": None, "ami_id": None,
+            "instance_type": None, "profile": self.state.profile or None,
+            "ec2_endpoint": self.state.endpoint or None, "daemon_running": self._daemon_alive(),
+            "ready": False, "checks": {}, "amis": sorted(self.state.images),
+        }
+        if s["daemon_running"] and self.state.instance_id:
+            res = self.ec2().describe_instances(InstanceIds=[self.state.instance_id])
+            inst = res["Reservations"][0]["Instances"][0]
+            s.update(private_ip=inst.get("PrivateIpAddress"), public_ip=inst.get("PublicIpAddress"),
+                     public_hostname=inst.get("PublicDnsName"), ami_id=inst.get("ImageId"), instance_type=inst.get("InstanceType"),
+                     state=inst["State"]["Name"])
+        if self.state.container and self._container_running():
+            from provision.ready import check_all
+
+            checks = check_all(self.target(), self.settings)
+            s["checks"] = {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}
+            s["ready"] = all(c.ok for c in checks)
+        return s
+
+    def _remove_instances(self) -> None:
+        for c in self.docker.containers.list(all=True, filters={"label": f"{LABEL}.kind=instance"}):
+            c.remove(force=True)
+        self.state.instance_id = self.state.container = ""
+
+    def down(self, all_images: bool = False) -> list[str]:
+        """Remove everything the sim made; cached base/OS images stay unless ``all_images``."""
+        removed: list[str] = []
+        for c in self.docker.containers.list(all=True, filters={"label": LABEL}):
+            c.remove(force=True)
+            removed.append(f"container {c.name}")
+        if self.state.daemon_pid:
+            try:
+                os.killpg(self.state.daemon_pid, signal.SIGTERM)
+                removed.append(f"sim daemon {self.state.daemon_pid}")
+            except OSError:
+                pass
+        for n in self.docker.networks.list(filters={"label": LABEL}):
+            n.remove()
+            removed.append(f"network {n.name}")
+        for img in self.docker.images.list(filters={"label": LABEL}):
+            kind = img.labels.get(f"{LABEL}.cache")
+            if kind and not all_images:
+                continue
+            for tag in img.tags or [img.id]:
+                try:
+                    self.docker.images.remove(tag, force=True)
+                    removed.append(f"image {tag}")
+                except Exception as e:  # still used by a child image: removed with it
+                    self.log(f"left image {tag}: {e}")
+        d = state_dir()
+        for f in ("state.json", f"{self.state.key_name or 'coa-sim'}.pem"):
+            if (d / f).exists():
+                (d / f).unlink()
+        self.state = SimState()
+        return removed
+
+
+def wait_for_systemd(target: Target, timeout: float = 120, log: Log = print) -> str:
+    """Wait until systemd in the container finished booting; return its state (running/degraded)."""
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        r = target.run(["timeout", "30", "systemctl", "is-system-running", "--wait"], check=False)
+        state = r.stdout.strip()
+        if state in ("running", "degraded"):
+            break
+        time.sleep(0.5)  # systemd's bus is not up yet
+    else:
+        raise SimError(f"systemd in {target.name} did not finish booting within {timeout:.0f}s: {state}", hint="see `invoke sim.logs`")
+    if state == "degraded":
+        failed = target.run("systemctl --failed --no-legend --plain", check=False).stdout.strip()
+        log(f"warning: systemd is degraded:\n{failed}")
+    return state
+
+
+def default_profile(client: Any, log: Log) -> str:
+    """ubuntu-24.04 where ``ubuntu:24.04`` can be pulled, else debian-12 (built with debootstrap)."""
+    if images.try_pull(client, "ubuntu:24.04", log):
+        return "ubuntu-24.04"
+    log("falling back to Debian 12 built with debootstrap (profile debian-12)")
+    return "debian-12"
+

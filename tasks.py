@@ -1,0 +1,230 @@
+"""ceph-openstack-ami: build a public EC2 AMI that boots into Ceph-backed OpenStack.
+
+Tasks are thin: they parse flags, build settings and a target, call one library
+function and print the outcome. Defaults live in provision.settings.Settings and can
+be overridden in invoke.yaml under `coa:` or by flags.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Any, Callable
+
+from invoke import Collection, Exit, task
+
+from provision import settings as settings_mod
+from provision.exceptions import NotYetImplemented, ProvisionError
+
+
+def _settings(c: Any, **flags: Any) -> settings_mod.Settings:
+    return settings_mod.load(c.config.get("coa", {}), **flags)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn our errors into one clear line and a non-zero exit (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ProvisionError as e:
+            raise Exit(f"error: {e}", code=2 if isinstance(e, NotYetImplemented) else 1) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted", code=130) from None
+
+    return wrapper
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _sim(c: Any, **flags: Any) -> Any:
+    from sim.lifecycle import Sim
+
+    return Sim(_settings(c, **flags), log=_log)
+
+
+def _print_status(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+        return
+    for key in ("instance_id", "container", "private_ip", "public_ip", "public_hostname", "ami_id", "instance_type", "profile", "ec2_endpoint", "ready"):
+        print(f"{key:16} {status.get(key)}")
+    for name, check in status.get("checks", {}).items():
+        print(f"  {'ok ' if check['ok'] else 'NOT'} {name}: {check['detail']}")
+
+
+# --- sim ---------------------------------------------------------------------------
+@task(help={
+    "ami": "launch from an AMI built with `build.ami --sim` instead of provisioning a fresh instance",
+    "profile": "distribution profile: debian-12 or ubuntu-24.04 (default: ubuntu-24.04 if it can be pulled, else debian-12)",
+    "instance-type": "EC2 instance type to simulate (default m1.xlarge; memory limit follows it)",
+    "imdsv2-required": "refuse IMDSv1 in the instance metadata service",
+})
+@friendly
+def up(c, ami=None, profile=None, instance_type=None, imdsv2_required=False):
+    """Build what is missing, launch a simulated EC2 instance, provision it and wait until ready."""
+    sim = _sim(c, instance_type=instance_type, metadata_allow_v1=False if imdsv2_required else None)
+    status = sim.up(ami=ami, profile=profile)
+    _print_status(status, False)
+    print(f"\nshell: invoke sim.shell   ssh: ssh -i {sim.state.key_path} {_login_user(sim)}@{status['private_ip']}")
+
+
+def _login_user(sim: Any) -> str:
+    from provision.profiles import get_profile
+
+    return get_profile(sim.state.profile).login_user if sim.state.profile else "admin"
+
+
+@task(help={"all": "also remove the cached base and OS images"})
+@friendly
+def down(c, all=False):
+    """Remove every container, network, image tag and process the sim made (safe to run twice)."""
+    removed = _sim(c).down(all_images=all)
+    print("\n".join(f"removed {r}" for r in removed) or "nothing to remove")
+
+
+@task(help={"json": "print machine-readable JSON"})
+@friendly
+def status(c, json=False):
+    """Show the simulated instance: ids, addresses, AMI, EC2 endpoint and readiness of each check."""
+    _print_status(_sim(c).status(), json)
+
+
+@task
+@friendly
+def reboot(c):
+    """Restart the same simulated instance (same instance-id, same IP) and wait until ready."""
+    _print_status(_sim(c).reboot(), False)
+
+
+@task
+@friendly
+def relaunch(c):
+    """Launch a new instance from this one's disk (new instance-id, new IP) and wait until ready."""
+    _print_status(_sim(c).relaunch(), False)
+
+
+@task
+@friendly
+def shell(c):
+    """Open a root shell inside the simulated instance."""
+    sim = _sim(c)
+    sim._require_running()
+    os.execvp("docker", ["docker", "exec", "-it", sim.state.container, "bash", "-l"])
+
+
+@task(help={"follow": "keep printing new lines", "all": "the whole journal of this boot, not only the boot jobs"})
+@friendly
+def logs(c, follow=False, all=False):
+    """Print the boot jobs' logs (journal of the coa-* units) from the simulated instance."""
+    sim = _sim(c)
+    sim._require_running()
+    units = [] if all else ["-u", "coa-*", "-u", "sim-cloud-init.service"]
+    args = ["docker", "exec", "-it" if follow else "-i", sim.state.container, "journalctl", "-b", "--no-pager", *units]
+    os.execvp("docker", args + (["-f"] if follow else []))
+
+
+# --- provision ---------------------------------------------------------------------
+@task(help={
+    "host": "address of the host to provision over SSH",
+    "user": "login user (default: the profile's, e.g. admin on Debian)",
+    "key": "private key file (default: the SSH agent)",
+    "port": "SSH port",
+    "profile": "distribution profile of the host: debian-12 or ubuntu-24.04",
+    "target": "a target spec instead of --host: local, docker://NAME or ssh://USER@HOST[:PORT]",
+})
+@friendly
+def host(c, host=None, user=None, key=None, port=22, profile="debian-12", target=None):
+    """Provision an existing host (over SSH, or any target spec) into the AMI's content."""
+    from provision.host import provision
+    from provision.profiles import get_profile
+    from provision.target import from_spec
+
+    settings = _settings(c)
+    prof = get_profile(profile)
+    if not target and not host:
+        raise Exit("error: give --host HOST (or --target SPEC)", code=1)
+    spec = target or f"ssh://{user or prof.login_user}@{host}:{port}"
+    options: dict[str, Any] = {}
+    if spec.startswith("ssh://"):
+        options = {"key_filename": key, "retries": settings.ssh_retries, "retry_delay": settings.ssh_retry_delay_s,
+                   "connect_timeout": settings.ssh_connect_timeout_s, "log": _log}
+    with from_spec(spec, **options) as t:
+        provision(t, settings, prof.name, log=_log)
+
+
+# --- build / ami / bench -----------------------------------------------------------
+@task(help={
+    "sim": "build against the simulation (moto is EC2, the builder is a sim instance)",
+    "public": "make the AMI public (launch permission all) — only after a clean audit",
+    "regions": "comma-separated regions to copy the AMI to",
+})
+@friendly
+def ami(c, sim=False, public=False, regions=None):
+    """Build the AMI: launch a builder, provision, scrub, audit, image, publish, copy, clean up."""
+    raise NotYetImplemented(
+        "build.ami is not available yet: scrub and audit (issue 7) must exist before an image may be made",
+        hint="the EC2 lifecycle is in provision/ec2.py; track issue 7",
+    )
+
+
+@task(help={"target": "docker://NAME or ssh://USER@HOST[:PORT] to scan"})
+@friendly
+def audit(c, target=None):
+    """Scan a host for anything that must not be in a public image (keys, passwords, histories)."""
+    raise NotYetImplemented("ami.audit is not available yet (issue 7)")
+
+
+@task(help={"runs": "runs per scenario"})
+@friendly
+def boot(c, runs=3):
+    """Benchmark: seconds from container start to each boot milestone, as JSON."""
+    raise NotYetImplemented("bench.boot is not available yet (issue 8)")
+
+
+@task(name="provision")
+@friendly
+def bench_provision(c):
+    """Benchmark: first and second (idempotent) provisioning of a fresh container, as JSON."""
+    raise NotYetImplemented("bench.provision is not available yet (issue 8)")
+
+
+# --- test --------------------------------------------------------------------------
+@task(help={
+    "offline": "only the fast tier that needs no Docker",
+    "full": "reliability suite with its full counts",
+    "k": "only tests matching this pytest -k expression",
+})
+def test(c, offline=False, full=False, k=None):
+    """Run the test suite (what .ci/run runs): offline tier, then the Docker/sim tier."""
+    env = {"TESTCONTAINERS_RYUK_DISABLED": "true"}
+    if full:
+        env["COA_TEST_FULL"] = "1"
+    args = [sys.executable, "-m", "pytest", "tests"]
+    if offline:
+        args += ["-m", "not docker and not reliability"]
+    if k:
+        args += ["-k", k]
+    c.run(" ".join(__import__("shlex").quote(a) for a in args), env=env, pty=False)
+
+
+sim_ns = Collection("sim", up, down, status, reboot, relaunch, shell, logs)
+sim_ns.__doc__ = "The simulation: a Docker container plays an EC2 instance, moto plays EC2."
+provision_ns = Collection("provision", host)
+provision_ns.__doc__ = "Provision a host into the AMI's content."
+build_ns = Collection("build", ami)
+build_ns.__doc__ = "Build the AMI (on AWS, or against the simulation with --sim)."
+ami_ns = Collection("ami", audit)
+ami_ns.__doc__ = "Inspect images and hosts."
+bench_ns = Collection("bench", boot, bench_provision)
+bench_ns.__doc__ = "Benchmarks that print JSON figures."
+
+ns = Collection(test)
+for sub in (sim_ns, build_ns, provision_ns, ami_ns, bench_ns):
+    ns.add_collection(sub)
+ns.configure({"coa": settings_mod.as_dict(settings_mod.Settings()), "run": {"echo": True}})
