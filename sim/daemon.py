@@ -42,7 +42,7 @@ class MotoResolver:
         self._lock = threading.Lock()
 
     def __call__(self, client_ip: str) -> Any:
-        from sim.imds import InstanceView, metadata_tree
+        from sim.imds import instance_view
 
         with self._lock:
             res = self.ec2.describe_instances(
@@ -61,12 +61,7 @@ class MotoResolver:
                     kp = self.ec2.describe_key_pairs(KeyNames=[inst["KeyName"]], IncludePublicKey=True)["KeyPairs"]
                     self._keys[inst["KeyName"]] = kp[0].get("PublicKey", "") if kp else ""
                 key = self._keys[inst["KeyName"]] or None
-        opts = inst.get("MetadataOptions", {})
-        return InstanceView(
-            tree=metadata_tree(inst, key, self.region),
-            http_tokens=opts.get("HttpTokens", "optional"),
-            hop_limit=int(opts.get("HttpPutResponseHopLimit", 1)),
-        )
+        return instance_view(inst, key, self.region)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,126 @@
+"""The simulation itself: moto's instance seen from inside, hostname, SSH, status, relaunch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from provision.target import from_spec
+from sim.state import SimState
+
+pytestmark = pytest.mark.docker
+
+IMDS = "http://169.254.169.254/latest"
+
+
+def imds_get(target: Any, path: str) -> str:
+    """Read one metadata path from inside the instance with IMDSv2, as any client there would."""
+    script = (
+        "t=$(curl -sf -m 3 -X PUT %s -H 'X-aws-ec2-metadata-token-ttl-seconds: 60') && "
+        "curl -sf -m 3 -H \"X-aws-ec2-metadata-token: $t\" %s"
+    )
+    return target.run(script, f"{IMDS}/api/token", f"{IMDS}/{path}").stdout
+
+
+def describe(sim: Any) -> dict[str, Any]:
+    iid = sim.status()["instance_id"]
+    return sim.ec2().describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+
+
+def test_metadata_inside_equals_moto(sim: Any) -> None:
+    inst = describe(sim)
+    t = sim.target
+    expected = {
+        "meta-data/instance-id": inst["InstanceId"],
+        "meta-data/ami-id": inst["ImageId"],
+        "meta-data/instance-type": inst["InstanceType"],
+        "meta-data/local-ipv4": inst["PrivateIpAddress"],
+        "meta-data/public-ipv4": inst["PublicIpAddress"],
+        "meta-data/public-hostname": inst["PublicDnsName"],
+        "meta-data/local-hostname": inst["PrivateDnsName"],
+        "meta-data/placement/availability-zone": inst["Placement"]["AvailabilityZone"],
+    }
+    seen = {path: imds_get(t, path) for path in expected}
+    assert seen == expected
+    assert inst["InstanceType"] == sim.settings.instance_type == "m1.xlarge"
+
+
+def test_container_is_the_instance(sim: Any, docker_client: Any) -> None:
+    inst = describe(sim)
+    t = sim.target
+    addrs = t.run("ip -4 -o addr show scope global").stdout
+    assert f"inet {inst['PrivateIpAddress']}/" in addrs
+    c = docker_client.containers.get(sim.container)
+    assert c.attrs["HostConfig"]["Memory"] == 15360 * 1024 * 1024  # m1.xlarge
+    assert t.run("cat /proc/1/comm").stdout.strip() == "systemd"
+
+
+def test_ec2_metadata_tool_accepts_the_sim(sim: Any) -> None:
+    inst = describe(sim)
+    out = sim.target.run("ec2-metadata --local-ipv4 --instance-id --public-hostname").stdout
+    assert f"local-ipv4: {inst['PrivateIpAddress']}" in out
+    assert f"instance-id: {inst['InstanceId']}" in out
+    assert f"public-hostname: {inst['PublicDnsName']}" in out
+
+
+def test_imdsv2_semantics_inside(sim: Any) -> None:
+    t = sim.target
+    code = t.run("curl -s -o /dev/null -w '%%{http_code}' -H 'X-aws-ec2-metadata-token: bogus' %s", f"{IMDS}/meta-data/instance-id").stdout
+    assert code == "401"
+    code = t.run("curl -s -o /dev/null -w '%%{http_code}' -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 0' %s", f"{IMDS}/api/token").stdout
+    assert code == "400"
+
+
+def test_hostname_and_hosts_after_boot(sim: Any) -> None:
+    inst = describe(sim)
+    t = sim.target
+    assert t.run("hostname").stdout.strip() == "cephdemo"
+    for name in ("cephdemo", inst["PublicDnsName"]):
+        assert t.run("getent hosts %s", name).stdout.split()[0] == inst["PrivateIpAddress"]
+    hosts = t.read("/etc/hosts").decode()
+    assert "127.0.0.1 localhost" in hosts and "::1" in hosts
+    assert inst["PublicIpAddress"] not in hosts  # the public IPv4 is on no interface
+
+
+def test_boot_jobs_ran_in_order_with_logs(sim: Any) -> None:
+    t = sim.target
+    journal = t.run("journalctl -b -o cat --no-pager -u coa-hostname -u coa-ceph-readdress").stdout
+    assert "hostname" in journal
+    order = t.run(["systemctl", "show", "-p", "ExecMainStartTimestampMonotonic", "--value",
+                   "coa-hostname.service", "coa-ceph-readdress.service"]).stdout.split()
+    assert int(order[0]) <= int(order[1])
+
+
+def test_ssh_reaches_the_instance_with_the_key_pair(sim: Any) -> None:
+    state = SimState.load()
+    status = sim.status()
+    t = from_spec(f"ssh://admin@{status['private_ip']}:22", key_filename=str(state.key_path), retries=5, retry_delay=1)
+    with t:
+        assert t.run("hostname").stdout.strip() == "cephdemo"
+
+
+def test_status_json_task(sim: Any) -> None:
+    out = subprocess.run([sys.executable, "-m", "invoke", "sim.status", "--json"], capture_output=True, text=True, check=True).stdout
+    status = json.loads(out)
+    for key in ("instance_id", "container", "private_ip", "public_ip", "public_hostname", "ami_id", "ec2_endpoint", "ready"):
+        assert status[key] not in (None, ""), key
+    assert status["ready"] is True
+    assert status["ec2_endpoint"].startswith("http://127.0.0.1:")
+
+
+def test_relaunch_gives_new_instance_ip_and_mapping(sim: Any) -> None:
+    before = sim.status()
+    after = sim.relaunch()
+    assert after["instance_id"] != before["instance_id"]
+    assert after["private_ip"] != before["private_ip"]
+    assert after["ready"] is True
+    t = sim.target
+    assert imds_get(t, "meta-data/instance-id") == after["instance_id"]
+    assert t.run("getent hosts cephdemo").stdout.split()[0] == after["private_ip"]
+    assert t.run("getent hosts %s", after["public_hostname"]).stdout.split()[0] == after["private_ip"]
+    old = sim.ec2().describe_instances(InstanceIds=[before["instance_id"]])["Reservations"][0]["Instances"][0]
+    assert old["State"]["Name"] == "terminated"

@@ -1,0 +1,25 @@
+"""Runs last in the sim tier: `sim.down` leaves nothing labelled, and a second one is a no-op."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+LABEL = "ceph-openstack-ami.sim"
+
+
+def test_down_leaves_nothing_labelled(sim: Any, docker_client: Any) -> None:
+    first = subprocess.run([sys.executable, "-m", "invoke", "sim.down"], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert docker_client.containers.list(all=True, filters={"label": LABEL}) == []
+    assert docker_client.networks.list(filters={"label": LABEL}) == []
+    leftover = [i.tags for i in docker_client.images.list(filters={"label": LABEL}) if not i.labels.get(f"{LABEL}.cache")]
+    assert leftover == []
+    assert subprocess.run(["ip", "link", "show", "coa-sim0"], capture_output=True).returncode != 0
+    second = subprocess.run([sys.executable, "-m", "invoke", "sim.down"], capture_output=True, text=True)
+    assert second.returncode == 0 and "nothing to remove" in second.stdout
