@@ -29,7 +29,8 @@ class SimState:
     instance_id: str = ""
     container: str = ""
     provisioned: bool = False
-    images: dict[str, str] = field(default_factory=dict)  # ami-id -> docker image tag
+    images: dict[str, str] = field(default_factory=dict)  # ami-id -> docker image tag (the root disk)
+    disks: dict[str, str] = field(default_factory=dict)  # ami-id -> volume holding the data-disk snapshot
 
     @classmethod
     def load(cls) -> "SimState":

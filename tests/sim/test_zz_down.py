@@ -18,6 +18,7 @@ def test_down_leaves_nothing_labelled(sim: Any, docker_client: Any) -> None:
     assert first.returncode == 0, first.stderr
     assert docker_client.containers.list(all=True, filters={"label": LABEL}) == []
     assert docker_client.networks.list(filters={"label": LABEL}) == []
+    assert docker_client.volumes.list(filters={"label": LABEL}) == []
     leftover = [i.tags for i in docker_client.images.list(filters={"label": LABEL}) if not i.labels.get(f"{LABEL}.cache")]
     assert leftover == []
     assert subprocess.run(["ip", "link", "show", "coa-sim0"], capture_output=True).returncode != 0
