@@ -65,3 +65,7 @@ class NotYetImplemented(ProvisionError):
 
 class DiskFull(ProvisionError):
     """The target has too little free disk to continue safely."""
+
+
+class CephNotHealthy(ProvisionError):
+    """The Ceph cluster did not reach the wanted state (HEALTH_OK, OSDs up) in time."""

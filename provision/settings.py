@@ -33,6 +33,27 @@ class CephSettings:
 
 
 @dataclass(frozen=True)
+class OpenStackSettings:
+    """Keystone, Glance and Cinder on the instance: region, ports, worker counts, the golden guest."""
+
+    region: str = "RegionOne"
+    keystone_port: int = 5000
+    glance_port: int = 9292
+    cinder_port: int = 8776
+    keystone_processes: int = 1
+    keystone_threads: int = 4
+    glance_workers: int = 1
+    cinder_api_processes: int = 1
+    cinder_api_threads: int = 4
+    cinder_backend: str = "ceph"
+    mariadb_buffer_pool_mib: int = 64
+    guest_image_name: str = "cephdemo-guest"
+    boot_volume_size_gib: int = 1
+    api_timeout_s: float = 15.0
+    start_timeout_s: int = 300
+
+
+@dataclass(frozen=True)
 class Settings:
     """Project-wide defaults; the single source for instance type, region, names and sizes."""
 
@@ -54,6 +75,7 @@ class Settings:
     wait_delay_s: float = 5.0
     wait_attempts: int = 120
     ceph: CephSettings = field(default_factory=CephSettings)
+    openstack: OpenStackSettings = field(default_factory=OpenStackSettings)
 
     def replace(self, **changes: Any) -> "Settings":
         """Return a copy with ``changes`` applied; ``None`` values are ignored (unset flags)."""

@@ -1,0 +1,134 @@
+"""Ceph on the simulated instance: HEALTH_OK, idempotent provisioning, data and keys across reboots and relaunches.
+
+Needs the ``sim`` session fixture (tests/sim/conftest.py): ``.target``, ``.settings``,
+``.status()`` -> ``instance_id``/``private_ip``/``public_hostname``, ``.reboot()``
+(same instance, same IP) and ``.relaunch()`` (new instance from this disk: new id, new IP).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from provision import ceph, ceph_boot
+from provision.steps import run_steps
+from provision.target import Target
+
+pytestmark = pytest.mark.docker
+
+IMAGE = "volumes/coa-sim-ceph-check"
+DATA = "/root/coa-sim-ceph-check.bin"
+HEALTH_TIMEOUT_S = 300
+RELAUNCHES = 3
+
+
+def boot_log(sim: Any) -> list[str]:
+    """Lines of the boot jobs' log (``<state_dir>/ceph-boot.log``), empty when absent."""
+    r = sim.target.run(["cat", f"{sim.settings.state_dir}/{ceph_boot.LOG_NAME}"], check=False)
+    return r.stdout.splitlines() if r.ok else []
+
+
+def mon_vectors(target: Target, settings: Any) -> list[str]:
+    """Every ``type:addr`` of every monitor, from ``ceph mon dump -f json``."""
+    dump = json.loads(ceph.ceph(target, settings, "mon", "dump", "-f", "json").stdout)
+    return [f"{a['type']}:{a['addr']}" for m in dump["mons"] for a in m["public_addrs"]["addrvec"]]
+
+
+def client_keys(target: Target, settings: Any) -> dict[str, str]:
+    """The cephx keys of the clients OpenStack uses, and client.admin's."""
+    names = [c.entity for c in ceph.clients(settings)] + ["client.admin"]
+    return {n: ceph.ceph(target, settings, "auth", "get-key", n).stdout.strip() for n in names}
+
+
+def image_sha256(target: Target, settings: Any) -> str:
+    """sha256 of the test image's content, read through client.volumes (its caps are part of the test)."""
+    r = target.run(
+        ceph.bounded(["sh", "-c", f"rbd --id {settings.volume_pool} export {IMAGE} - 2>/dev/null | sha256sum"])
+    )
+    return r.stdout.split()[0]
+
+
+def test_health_ok_after_up(sim: Any) -> None:
+    status = ceph.wait_healthy(sim.target, sim.settings, timeout=HEALTH_TIMEOUT_S)
+    assert status["health"]["status"] == "HEALTH_OK"
+    c = sim.settings.ceph
+    assert status["osdmap"]["num_up_osds"] == c.osd_count
+    units = [f"ceph-mon@{c.mon_id}", f"ceph-mgr@{c.mgr_id}", *(f"ceph-osd@{i}" for i in range(c.osd_count)), "ceph.target"]
+    for unit in units:
+        assert ceph.unit_enabled(sim.target, unit), f"{unit} is not enabled: it would not start at boot"
+    ip = sim.status()["private_ip"]
+    assert f"v2:{ip}:3300" in mon_vectors(sim.target, sim.settings)
+
+
+def test_pools_users_and_keyrings(sim: Any) -> None:
+    t, s = sim.target, sim.settings
+    pools = json.loads(ceph.ceph(t, s, "osd", "pool", "ls", "detail", "-f", "json").stdout)
+    by_name = {p["pool_name"]: p for p in pools}
+    for pool in s.ceph.pools:
+        assert "rbd" in by_name[pool]["application_metadata"]
+    for client in ceph.clients(s):
+        got = ceph.auth_get(t, s, client.entity)
+        assert got is not None and got["caps"] == dict(client.caps)
+        state = t.file_state(ceph.paths(s).keyring(client.entity))
+        assert state is not None and (state.mode, state.owner, state.group) == (0o640, "root", client.group)
+    admin = t.file_state(ceph.paths(s).admin_keyring)
+    assert admin is not None and (admin.mode, admin.owner) == (0o600, "root")
+
+
+def test_provisioning_again_changes_nothing(sim: Any) -> None:
+    ip = sim.status()["private_ip"]
+    report = run_steps(sim.target, sim.settings, ceph.steps(sim.settings, sim.settings.profile, ip), log=lambda _: None)
+    changed = [r.line() for r in report.results if r.changed]
+    assert changed == [], changed
+    assert all(r.detail for r in report.results)
+
+
+def test_reboot_with_the_same_ip_does_not_readdress(sim: Any) -> None:
+    before = sim.status()
+    n = len(boot_log(sim))
+    sim.reboot()
+    after = sim.status()
+    assert (after["instance_id"], after["private_ip"]) == (before["instance_id"], before["private_ip"])
+    ceph.wait_healthy(sim.target, sim.settings, timeout=HEALTH_TIMEOUT_S)
+    new = [line for line in boot_log(sim)[n:] if " readdress " in line]
+    assert new, "the readdress job left no line in the boot log"
+    assert all(" readdress unchanged: " + ceph_boot.UNCHANGED_MARK in line for line in new), new
+
+
+@pytest.mark.timeout(3600)
+def test_data_and_monitor_survive_relaunches_with_new_keys(sim: Any) -> None:
+    t, s = sim.target, sim.settings
+    ceph.wait_healthy(t, s, timeout=HEALTH_TIMEOUT_S)
+    ceph.rbd(t, s, "rm", IMAGE, check=False)
+    t.run(["sh", "-c", f"head -c 8M /dev/urandom > {DATA}"])
+    ceph.rbd(t, s, "--id", s.volume_pool, "import", DATA, IMAGE)
+    local = t.run(["sha256sum", DATA]).stdout.split()[0]
+    t.run(["rm", "-f", DATA])
+    assert image_sha256(t, s) == local
+
+    seen_keys = [client_keys(t, s)]
+    seen_ids = {sim.status()["instance_id"]}
+    ip = sim.status()["private_ip"]
+    for round_ in range(1, RELAUNCHES + 1):
+        n = len(boot_log(sim))
+        sim.relaunch()
+        t = sim.target
+        st = sim.status()
+        assert st["instance_id"] not in seen_ids, f"relaunch {round_}: same instance id"
+        assert st["private_ip"] != ip, f"relaunch {round_}: same IP {ip}"
+        seen_ids.add(st["instance_id"])
+        ip = st["private_ip"]
+
+        ceph.wait_healthy(t, s, timeout=HEALTH_TIMEOUT_S)
+        vectors = mon_vectors(t, s)
+        assert f"v2:{ip}:3300" in vectors and f"v1:{ip}:6789" in vectors, vectors
+        assert any(" readdress changed: " in line for line in boot_log(sim)[n:]), "no re-addressing logged"
+        assert image_sha256(t, s) == local, f"relaunch {round_}: data changed"
+        keys = client_keys(t, s)
+        for old in seen_keys:
+            same = [name for name in keys if keys[name] == old[name]]
+            assert not same, f"relaunch {round_}: {same} kept a key of an earlier instance"
+        seen_keys.append(keys)
+    ceph.rbd(t, s, "rm", IMAGE, check=False)
