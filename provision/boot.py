@@ -122,7 +122,7 @@ def load_settings(path: str = SETTINGS_PATH) -> Settings:
     return apply_overrides(Settings(), data)
 
 
-def read_metadata(settings: Settings, attempts: int = 5, delay: float = 2.0) -> tuple[object, bool]:
+def read_metadata(settings: Settings) -> tuple[object, bool]:
     """This instance's metadata, retried within a bound; the last-known copy when it stays down.
 
     Returns:
@@ -134,7 +134,8 @@ def read_metadata(settings: Settings, attempts: int = 5, delay: float = 2.0) -> 
     from .metadata import InstanceInfo, MetadataClient
 
     cache = os.path.join(settings.state_dir, "last-metadata.json")
-    client = MetadataClient(base_url=settings.metadata_url, allow_v1=settings.metadata_allow_v1)
+    client = MetadataClient.from_settings(settings, retries=settings.metadata_retries, backoff=settings.metadata_backoff_s)
+    attempts, delay = max(1, settings.boot_metadata_attempts), settings.boot_metadata_delay_s
     error: MetadataError | None = None
     for attempt in range(1, attempts + 1):
         try:
@@ -172,11 +173,16 @@ def _marker(settings: Settings, job: BootJob) -> str:
     return os.path.join(settings.state_dir, "instance", job.name)
 
 
-def run_job(name: str, settings: Settings | None = None, target: Target | None = None) -> StepResult:
+def run_job(
+    name: str,
+    settings: Settings | None = None,
+    target: Target | None = None,
+    job_list: list[BootJob] | None = None,
+) -> StepResult:
     """Run one boot job (per-instance jobs only when this instance has not run it yet)."""
     settings = settings or load_settings()
     target = target or LocalTarget()
-    by_name = {j.name: j for j in jobs(settings)}
+    by_name = {j.name: j for j in (job_list if job_list is not None else jobs(settings))}
     if name not in by_name:
         raise ProvisionError(f"Unknown boot job {name!r}", hint=f"jobs: {', '.join(by_name)}")
     job = by_name[name]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -41,18 +40,18 @@ def check_hostname(target: Target, settings: Settings) -> Check:
 
 
 def check_ceph(target: Target, settings: Settings) -> Check:
-    """Ceph reports HEALTH_OK."""
-    r = target.run(
-        ["timeout", "20", "ceph", "--connect-timeout", str(settings.ceph.connect_timeout_s), "health", "-f", "json"],
-        check=False,
-    )
-    if not r.ok:
-        return Check("ceph", False, (r.stderr.strip().splitlines() or [f"exit {r.exit_code}"])[-1][:200])
+    """Ceph is HEALTH_OK for real: settled maps and the daemons running now (not a stale report)."""
+    from . import ceph
+    from .exceptions import CommandFailed
+
     try:
-        status = json.loads(r.stdout).get("status", "unknown")
-    except json.JSONDecodeError:
-        status = r.stdout.strip()[:80]
-    return Check("ceph", status == "HEALTH_OK", status)
+        ok, detail = ceph.settled(ceph.health(target, settings))
+        if ok:
+            ok, why = ceph.daemons_current(target, settings)
+            detail = "HEALTH_OK" if ok else f"HEALTH_OK but {why}"
+    except (CommandFailed, ProvisionError) as e:
+        return Check("ceph", False, f"no answer from the monitor ({str(e).splitlines()[0][:160]})")
+    return Check("ceph", ok, detail)
 
 
 CHECKS: list[Callable[[Target, Settings], Check]] = [check_boot_jobs, check_hostname, check_ceph]

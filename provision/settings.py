@@ -68,6 +68,10 @@ class Settings:
     state_dir: str = "/var/lib/ceph-openstack-ami"
     metadata_url: str = "http://169.254.169.254"
     metadata_allow_v1: bool = True
+    metadata_retries: int = 3
+    metadata_backoff_s: float = 0.5
+    boot_metadata_attempts: int = 5
+    boot_metadata_delay_s: float = 2.0
     ssh_port: int = 22
     ssh_connect_timeout_s: float = 10.0
     ssh_retries: int = 30
