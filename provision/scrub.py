@@ -1,0 +1,520 @@
+"""Scrub: remove everything the builder leaves behind that must not be in a public image.
+
+The last step before imaging. It removes the SSH host keys, every ``authorized_keys``
+(the build key included), shell histories, the per-build secrets of
+:data:`provision.audit.BUILD_SECRETS`, the builder's logs and journal, temporary files and
+package caches; empties ``/etc/machine-id``; cleans cloud-init's instance state; locks
+root's password; and makes sshd refuse passwords and root passwords.
+
+How it is done: :func:`observe` runs one script on the target and parses what it prints
+(paths, sizes, sshd's configuration; never a secret); :func:`plan` turns that into
+:class:`Action` s (pure, tested as a table; ``dry_run`` falls out of it); :func:`scrub`
+runs them. A clean host yields an empty plan, so a second run reports "unchanged".
+
+What it deliberately leaves:
+
+* Files the instance needs to regenerate what it must have: ``ssh-keygen`` (first boot
+  makes host keys: cloud-init on EC2, its stand-in in the sim, the project's
+  ``ssh-keygen -A`` unit), ``/etc/machine-id`` itself (empty, so systemd makes a new id on
+  first boot), ``/var/log/journal`` and the log files packages expect (truncated, not
+  removed), ``/var/lib/apt/lists/{lock,partial}``, and the ``/tmp`` entries of running
+  services (``systemd-private-*``, X11 sockets: they belong to live units).
+* cephx keyrings (``/etc/ceph/*.keyring``, the daemons' under ``/var/lib/ceph``): the
+  first boot's ``provision.ceph_boot.rotate_keys`` needs them (client.admin's above all)
+  to give every key a new value. The audit reports them; the build allows them with
+  :data:`provision.audit.CLUSTER_KEYRINGS` once that rotation is in the image.
+* Secrets it cannot know are build leftovers: a private key elsewhere, ``~/.aws/credentials``,
+  passwords in the OpenStack services' configuration files. Deleting those silently would
+  hide a provisioning bug (and break services); the audit (:mod:`provision.audit`)
+  reports them instead.
+
+After the scrub, new SSH connections to the builder fail (no host keys, no authorized
+key): run it last, over the connection that is already open, and audit over that same
+connection. On a live system the journal is moved to ``/run`` until the next boot
+(``journalctl --relinquish-var``) and a syslog daemon is stopped, so the image carries
+none of the builder's log entries and a second run finds nothing new to truncate.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .audit import (
+    BUILD_SECRETS,
+    build_secrets,
+    name_kind,
+    names_command,
+    off_root,
+    on_root,
+    section_marker,
+    split_sections,
+)
+from .exceptions import ProvisionError
+from .settings import Settings
+from .steps import StepResult
+from .target import Target, command_line
+
+__all__ = [
+    "BUILD_SECRETS",
+    "SSHD_DROPIN",
+    "Action",
+    "Observed",
+    "ScrubStep",
+    "observe",
+    "plan",
+    "render_sshd_dropin",
+    "scrub",
+    "sshd_config_changes",
+]
+
+SSHD_MAIN = "/etc/ssh/sshd_config"
+SSHD_DIR = "/etc/ssh/sshd_config.d"
+SSHD_DROPIN = f"{SSHD_DIR}/50-ceph-openstack-ami.conf"
+#: What a public image's sshd must say, and the values that are at least as strict.
+SSHD_POLICY: dict[str, tuple[str, frozenset[str]]] = {
+    "permitrootlogin": ("prohibit-password", frozenset({"no", "prohibit-password", "without-password", "forced-commands-only"})),
+    "passwordauthentication": ("no", frozenset({"no"})),
+    "kbdinteractiveauthentication": ("no", frozenset({"no"})),
+    "challengeresponseauthentication": ("no", frozenset({"no"})),
+}
+_SSHD_SPELLING = {
+    "permitrootlogin": "PermitRootLogin",
+    "passwordauthentication": "PasswordAuthentication",
+    "kbdinteractiveauthentication": "KbdInteractiveAuthentication",
+}
+NEUTRALISED = "# disabled by ceph-openstack-ami (public image, see 50-ceph-openstack-ami.conf):"
+
+JOURNAL_DIR = "/var/log/journal"
+LOG_DIR = "/var/log"
+TMP_DIRS = ("/tmp", "/var/tmp")
+#: ``/tmp`` entries of running units and of the X11 socket directories made at boot.
+TMP_KEEP = ("systemd-private-*", ".X11-unix", ".ICE-unix", ".XIM-unix", ".font-unix", ".Test-unix")
+APT_LISTS = "/var/lib/apt/lists"
+#: apt makes these itself (``auxfiles`` on ``apt-get clean``); their content goes.
+APT_LISTS_KEEP = ("lock", "partial", "auxfiles")
+_ROTATED = re.compile(r"(\.(gz|xz|bz2|zst|lz4|old)|\.[0-9]+)$")
+#: Syslog daemons that append to /var/log: stopped (until the next boot) before it is truncated.
+SYSLOG_UNITS = ("syslog.socket", "rsyslog.service", "syslog-ng.service")
+#: By-name kinds (see :func:`provision.audit.name_kind`) the scrub removes.
+REMOVED_KINDS = ("build-secret", "shell-history", "authorized-keys", "ssh-host-key")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One change: a summary for the log and either a shell command or a file to write.
+
+    ``path`` is the file's path on the image (the scrub's root is added when writing).
+    """
+
+    summary: str
+    command: str | None = None
+    path: str | None = None
+    content: str | None = None
+    check: bool = True
+
+
+@dataclass
+class Observed:
+    """What :func:`observe` saw, with paths as on the image (no root prefix)."""
+
+    names: dict[str, list[str]] = field(default_factory=dict)
+    journal: list[str] = field(default_factory=list)
+    logs: list[tuple[str, int]] = field(default_factory=list)
+    tmp: list[str] = field(default_factory=list)
+    apt: list[str] = field(default_factory=list)
+    machine_id_size: int | None = None
+    dbus_machine_id: bool = False
+    cloud_init: bool = False
+    cloud_init_state: bool = False
+    root_password: str | None = None
+    sshd_files: dict[str, str] = field(default_factory=dict)
+    sshd: bool = False
+    syslog: list[str] = field(default_factory=list)
+
+
+# --- pure: sshd configuration ----------------------------------------------------------
+def render_sshd_dropin() -> str:
+    """The drop-in that makes sshd refuse passwords and root passwords."""
+    lines = [
+        "# Written by ceph-openstack-ami (provision.scrub): an image that is public allows no",
+        "# password logins, and root logs in with a key only. sshd keeps the first value it",
+        "# reads and sshd_config includes this directory first, so these settings win.",
+    ]
+    lines += [f"{_SSHD_SPELLING[k]} {SSHD_POLICY[k][0]}" for k in _SSHD_SPELLING]
+    return "\n".join(lines) + "\n"
+
+
+_OPTION = re.compile(r"^\s*([A-Za-z]+)(?:\s*=\s*|\s+)(.*?)\s*$")
+
+
+def _option(line: str) -> tuple[str, str] | None:
+    """``(keyword lower-cased, first value unquoted)`` of a config line, or None for comments/blanks."""
+    if line.lstrip().startswith("#"):
+        return None
+    m = _OPTION.match(line)
+    if not m:
+        return None
+    value = m.group(2).split()[0] if m.group(2).split() else ""
+    return m.group(1).lower(), value.strip("\"'")
+
+
+def neutralise(text: str) -> str:
+    """Comment out every setting weaker than :data:`SSHD_POLICY` (Match blocks included)."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        opt = _option(line)
+        if opt and opt[0] in SSHD_POLICY and opt[1].lower() not in SSHD_POLICY[opt[0]][1]:
+            out.append(f"{NEUTRALISED} {line.lstrip()}")
+        else:
+            out.append(line)
+    return "".join(out)
+
+
+def includes_dropin(main: str) -> bool:
+    """True when ``main`` includes :data:`SSHD_DROPIN` before any ``Match`` block."""
+    for line in main.splitlines():
+        opt = _option(line)
+        if opt is None:
+            continue
+        if opt[0] == "match":
+            return False
+        if opt[0] == "include":
+            for pattern in line.split()[1:]:
+                pattern = pattern.strip("\"'")
+                full = pattern if pattern.startswith("/") else posixpath.join("/etc/ssh", pattern)
+                if fnmatch.fnmatchcase(SSHD_DROPIN, full):
+                    return True
+    return False
+
+
+def sshd_config_changes(files: dict[str, str]) -> dict[str, str]:
+    """The sshd configuration files to (re)write, as ``{path: new text}`` (pure).
+
+    Args:
+        files: the current text of ``/etc/ssh/sshd_config`` and of each drop-in.
+
+    Returns:
+        Nothing when sshd is not installed (no main config). Otherwise our drop-in when it
+        differs, each other file with a weaker setting commented out, and the main config
+        with an ``Include`` of ``sshd_config.d`` prepended when it has none that counts.
+    """
+    if SSHD_MAIN not in files:
+        return {}
+    changes: dict[str, str] = {}
+    want = render_sshd_dropin()
+    if files.get(SSHD_DROPIN) != want:
+        changes[SSHD_DROPIN] = want
+    for path, text in files.items():
+        if path == SSHD_DROPIN:
+            continue
+        new = neutralise(text)
+        if path == SSHD_MAIN and not includes_dropin(new):
+            has_include = any((_option(l) or ("",))[0] == "include" for l in new.splitlines())
+            target = SSHD_DROPIN if has_include else f"{SSHD_DIR}/*.conf"
+            new = f"# Added by ceph-openstack-ami (provision.scrub): the drop-ins' settings win.\nInclude {target}\n\n" + new
+        if new != text:
+            changes[path] = new
+    return changes
+
+
+def sshd_problems(effective: str) -> list[str]:
+    """What ``sshd -T`` output still allows that the policy forbids (pure); empty when compliant."""
+    seen: dict[str, str] = {}
+    for line in effective.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            seen.setdefault(parts[0].lower(), parts[1].lower())
+    problems = []
+    for key in ("permitrootlogin", "passwordauthentication", "kbdinteractiveauthentication"):
+        value = seen.get(key)
+        if value is not None and value not in SSHD_POLICY[key][1]:
+            problems.append(f"{_SSHD_SPELLING[key]} {value}")
+    return problems
+
+
+def password_locked(status: str | None) -> bool:
+    """True when a shadow status ``FIRSTCHAR:LENGTH`` means no password login (``!``/``*`` prefix)."""
+    if status is None:
+        return True
+    first, _, length = status.partition(":")
+    return length.strip() not in ("", "0") and first in ("!", "*")
+
+
+# --- observe ---------------------------------------------------------------------------
+def _entries(directory: str, *predicates: str) -> str:
+    """List ``directory``'s direct entries (``PATH\\0``) when it exists."""
+    find = command_line(["find", directory, "-mindepth", "1", "-maxdepth", "1", *predicates, "-printf", "%p\\0"])
+    return command_line("if [ -d %s ]; then ", directory) + find + "; fi"
+
+
+def observe_command(root: str = "/", secrets: Sequence[str] = BUILD_SECRETS, live: bool = True) -> str:
+    """The observation script (one round trip); read its output with :func:`parse_observation`."""
+    r = lambda p: on_root(root, p)  # noqa: E731
+    keep_tmp: list[str] = []
+    for name in TMP_KEEP:
+        keep_tmp += ["!", "-name", name]
+    keep_lists: list[str] = []
+    for name in APT_LISTS_KEEP:
+        keep_lists += ["!", "-name", name]
+    steps = [
+        "export LC_ALL=C",
+        section_marker("names"),
+        names_command(root, secrets) + " 2>/dev/null",
+        section_marker("journal"),
+        _entries(r(JOURNAL_DIR)),
+        section_marker("logs"),
+        command_line("if [ -d %s ]; then ", r(LOG_DIR))
+        + command_line(["find", r(LOG_DIR), "-path", r(JOURNAL_DIR), "-prune", "-o", "-type", "f", "-printf", "%s\\t%p\\0"])
+        + "; fi",
+        section_marker("tmp"),
+        *[_entries(r(d), *keep_tmp) for d in TMP_DIRS],
+        section_marker("apt"),
+        _entries(r("/var/cache/apt"), "-type", "f", "-name", "*.bin"),
+        _entries(r("/var/cache/apt/archives"), "-type", "f", "-name", "*.deb"),
+        _entries(r("/var/cache/apt/archives/partial")),
+        _entries(r(APT_LISTS), *keep_lists),
+        *[_entries(r(f"{APT_LISTS}/{d}")) for d in APT_LISTS_KEEP if d != "lock"],
+        section_marker("machine-id"),
+        command_line("if [ -e %s ]; then stat --printf='%%s\\0' %s; fi", r("/etc/machine-id"), r("/etc/machine-id")),
+        section_marker("dbus-machine-id"),
+        command_line(
+            "if [ -e %s ] || [ -L %s ]; then printf 'present\\0'; fi", r("/var/lib/dbus/machine-id"), r("/var/lib/dbus/machine-id")
+        ),
+        section_marker("root-password"),
+        command_line("if [ -f %s ]; then ", r("/etc/shadow"))
+        + command_line(["awk", "-F:", '$1 == "root" { printf "%s:%d", substr($2, 1, 1), length($2) }', r("/etc/shadow")])
+        + "; printf '\\0'; fi",
+        section_marker("sshd-files"),
+        command_line("D=%s; for f in %s ", r(SSHD_DIR), r(SSHD_MAIN))
+        + '"$D"/*.conf; do [ -f "$f" ] || continue; printf \'F%s\\0C\' "$f"; cat "$f"; printf \'\\0\'; done',
+    ]
+    if live:
+        steps += [
+            section_marker("cloud-init"),
+            "if command -v cloud-init >/dev/null 2>&1; then printf 'installed\\0'; "
+            "if [ -n \"$(ls -A /var/lib/cloud 2>/dev/null)\" ] || ls /var/log/cloud-init*.log >/dev/null 2>&1; "
+            "then printf 'state\\0'; fi; fi",
+            section_marker("sshd"),
+            "if command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; then printf 'yes\\0'; fi",
+            section_marker("syslog"),
+            f"for u in {' '.join(SYSLOG_UNITS)}; do "
+            "systemctl is-active --quiet \"$u\" 2>/dev/null && printf '%s\\0' \"$u\"; done",
+        ]
+    steps.append(section_marker("end"))
+    return "; ".join(steps)
+
+
+def parse_observation(stdout: str, root: str = "/", secrets: Sequence[str] = BUILD_SECRETS) -> Observed:
+    """Parse :func:`observe_command`'s stdout (pure).
+
+    Raises:
+        ProvisionError: the output is incomplete (the script did not run to its end).
+    """
+    sections = split_sections(stdout)
+    if "end" not in sections:
+        raise ProvisionError("The scrub's observation of the target did not complete", hint="see the target's shell and tools")
+    s = lambda p: off_root(root, p)  # noqa: E731
+    obs = Observed()
+    for token in sections.get("names", []):
+        path = s(token.split("\t", 2)[2])
+        kind = name_kind(path, secrets)
+        if kind in REMOVED_KINDS:
+            obs.names.setdefault(kind, []).append(path)
+    obs.journal = [s(t) for t in sections.get("journal", [])]
+    for token in sections.get("logs", []):
+        size, path = token.split("\t", 1)
+        obs.logs.append((s(path), int(size)))
+    obs.tmp = [s(t) for t in sections.get("tmp", [])]
+    obs.apt = [s(t) for t in sections.get("apt", [])]
+    mid = sections.get("machine-id", [])
+    obs.machine_id_size = int(mid[0]) if mid else None
+    obs.dbus_machine_id = bool(sections.get("dbus-machine-id"))
+    pw = sections.get("root-password")
+    obs.root_password = pw[0].strip() if pw and pw[0].strip() else None
+    files = sections.get("sshd-files", [])
+    for name, content in zip(files[::2], files[1::2]):
+        obs.sshd_files[s(name[1:])] = content[1:]
+    obs.cloud_init = "installed" in sections.get("cloud-init", [])
+    obs.cloud_init_state = "state" in sections.get("cloud-init", [])
+    obs.sshd = bool(sections.get("sshd"))
+    obs.syslog = list(sections.get("syslog", []))
+    for value in obs.names.values():
+        value.sort()
+    return obs
+
+
+def observe(target: Target, settings: Settings | None = None, root: str = "/") -> Observed:
+    """Look at what the scrub would remove (one command on the target)."""
+    secrets = build_secrets(settings)
+    live = root.rstrip("/") == ""
+    result = target.run(observe_command(root, secrets, live), timeout=900)
+    return parse_observation(result.stdout, root, secrets)
+
+
+# --- plan (pure) -----------------------------------------------------------------------
+def _some(paths: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(paths[:limit])
+    return shown + (f", ... (+{len(paths) - limit})" if len(paths) > limit else "")
+
+
+def plan(obs: Observed, root: str = "/", live: bool = True) -> list[Action]:
+    """The actions that make the observed host clean, in order; empty when it is (pure).
+
+    Args:
+        obs: what :func:`observe` saw.
+        root: the image's root on the target (prefixed to every path acted on).
+        live: the root is the running system: also use its tools (``journalctl``,
+            ``cloud-init``, ``apt-get``, ``usermod``). Without, files are edited directly.
+    """
+    r = lambda p: on_root(root, p)  # noqa: E731
+    actions: list[Action] = []
+
+    def remove(paths: Sequence[str], summary: str, recursive: bool = False) -> None:
+        if paths:
+            flags = "-rf" if recursive else "-f"
+            actions.append(Action(f"{summary}: {_some(paths)}", command_line(["rm", flags, "--", *[r(p) for p in paths]])))
+
+    if live and obs.cloud_init and obs.cloud_init_state:
+        actions.append(Action("cleaned cloud-init's instance state and logs", "cloud-init clean --logs --seed"))
+    remove(obs.names.get("build-secret", []), "removed per-build secrets")
+    remove(obs.names.get("shell-history", []), "removed shell histories")
+    remove(obs.names.get("authorized-keys", []), "removed authorized keys")
+    host_keys = obs.names.get("ssh-host-key", [])
+    if host_keys:
+        actions.append(
+            Action(
+                f"removed {len(host_keys)} SSH host key files (first boot makes new ones)",
+                command_line(["rm", "-f", "--", *[r(p) for p in host_keys]]),
+            )
+        )
+    for path, text in sorted(sshd_config_changes(obs.sshd_files).items()):
+        summary = f"wrote {path}" if path == SSHD_DROPIN else f"edited {path} so the drop-in wins"
+        actions.append(Action(summary, path=path, content=text))
+    if not password_locked(obs.root_password):
+        if live:
+            actions.append(Action("locked root's password", "usermod -L root"))
+        else:
+            sed = command_line(["sed", "-i", "-E", r"s/^root:([^:!*]*):/root:!\1:/", r("/etc/shadow")])
+            actions.append(Action("locked root's password", sed))
+    remove(obs.tmp, "removed temporary files", recursive=True)
+    if obs.apt:
+        if live:
+            actions.append(Action("apt-get clean", "apt-get clean", check=False))
+        remove(obs.apt, "removed package caches", recursive=True)
+    if obs.machine_id_size is None:
+        mid = r("/etc/machine-id")
+        actions.append(Action("created an empty /etc/machine-id", command_line(["install", "-m", "0444", "/dev/null", mid])))
+    elif obs.machine_id_size > 0:
+        actions.append(Action("emptied /etc/machine-id (a new id on first boot)", command_line(": > %s", r("/etc/machine-id"))))
+    if obs.dbus_machine_id:
+        actions.append(Action("removed /var/lib/dbus/machine-id", command_line(["rm", "-f", "--", r("/var/lib/dbus/machine-id")])))
+    if live and obs.syslog:
+        stop = command_line(["systemctl", "stop", *obs.syslog])
+        actions.append(Action(f"stopped {', '.join(obs.syslog)} until the next boot (no more builder logs)", stop, check=False))
+    rotated = [p for p, _ in obs.logs if _ROTATED.search(p)]
+    current = [p for p, size in obs.logs if size > 0 and not _ROTATED.search(p)]
+    remove(rotated, "removed rotated logs")
+    if current:
+        cmd = command_line(["truncate", "-c", "-s", "0", "--", *[r(p) for p in current]])
+        actions.append(Action(f"truncated logs: {_some(current)}", cmd))
+    if obs.journal:
+        steps = []
+        if live:
+            steps.append("{ journalctl --relinquish-var || journalctl --rotate || true; } >/dev/null 2>&1")
+        steps.append(command_line(["rm", "-rf", "--", *[r(p) for p in obs.journal]]))
+        actions.append(Action(f"removed the journal ({len(obs.journal)} entries of {JOURNAL_DIR})", "; ".join(steps)))
+    return actions
+
+
+# --- do --------------------------------------------------------------------------------
+def _write(target: Target, root: str, action: Action) -> None:
+    """Write an Action's file, keeping the mode and owner of the file it replaces."""
+    assert action.path is not None and action.content is not None
+    real = on_root(root, action.path)
+    own = target.file_state(real)
+    like = own or target.file_state(on_root(root, SSHD_MAIN))
+    mode = own.mode if own else 0o644
+    owner, group = (like.owner, like.group) if like else ("root", "root")
+    target.put(real, action.content, mode=mode, owner=owner, group=group)
+
+
+def check_sshd(target: Target) -> None:
+    """Check with ``sshd -T`` that sshd refuses passwords and root passwords.
+
+    ``sshd -T`` needs a host key: a throwaway one is made in a temporary directory and
+    removed again.
+
+    Raises:
+        ProvisionError: sshd still allows what the policy forbids, or cannot say.
+    """
+    script = (
+        "[ -d /run/sshd ] || mkdir -p -m 0755 /run/sshd; d=$(mktemp -d) || exit 1; "
+        'ssh-keygen -q -t ed25519 -N "" -f "$d/k" >/dev/null && sshd -T -h "$d/k"; rc=$?; rm -rf "$d"; exit $rc'
+    )
+    result = target.run(script, check=False)
+    if not result.ok:
+        raise ProvisionError(
+            f"sshd on {target.name} cannot check its configuration (exit {result.exit_code}): "
+            + (result.stderr.strip().splitlines() or ["no output"])[-1],
+            hint=f"fix the error above in {SSHD_MAIN} or {SSHD_DIR}",
+        )
+    problems = sshd_problems(result.stdout)
+    if problems:
+        raise ProvisionError(
+            f"After the scrub, sshd on {target.name} still has {', '.join(problems)}",
+            hint="look for these settings in Match blocks or in files included from outside sshd_config.d",
+        )
+
+
+def scrub(target: Target, settings: Settings | None = None, root: str = "/", dry_run: bool = False) -> StepResult:
+    """Remove what must not be in a public image; idempotent (a clean host is "unchanged").
+
+    Args:
+        target: the builder (over SSH), a sim container, or ``local``.
+        settings: for the cluster name and state directory of the per-build secrets.
+        root: the image's root on the target; anything but ``/`` edits files only (no
+            ``journalctl``, ``cloud-init``, ``apt-get``, ``usermod``, ``sshd -T``).
+        dry_run: say what would be done, change nothing.
+
+    Returns:
+        ``changed`` and a one-line summary of what was done (paths and counts, never contents).
+
+    Raises:
+        CommandFailed: an action failed.
+        ProvisionError: sshd would still accept passwords after the scrub.
+    """
+    started = time.monotonic()
+    live = root.rstrip("/") == ""
+    observed = observe(target, settings, root)
+    actions = plan(observed, root, live)
+    if dry_run:
+        detail = "would: " + "; ".join(a.summary for a in actions) if actions else "already clean"
+        return StepResult("scrub", False, detail, time.monotonic() - started)
+    for action in actions:
+        if action.command is not None:
+            target.run(action.command, check=action.check, timeout=900)
+        else:
+            _write(target, root, action)
+    if live and observed.sshd and SSHD_MAIN in observed.sshd_files:
+        check_sshd(target)
+    detail = "; ".join(a.summary for a in actions) if actions else "already clean: nothing to remove"
+    return StepResult("scrub", bool(actions), detail, time.monotonic() - started)
+
+
+class ScrubStep:
+    """The scrub as a step for :func:`provision.steps.run_steps` (run it last, before imaging)."""
+
+    name = "scrub"
+
+    def __init__(self, root: str = "/", dry_run: bool = False) -> None:
+        self.root = root
+        self.dry_run = dry_run
+
+    def apply(self, target: Target, settings: Settings) -> StepResult:
+        """Run :func:`scrub` on ``target``."""
+        return scrub(target, settings, self.root, self.dry_run)
