@@ -160,24 +160,107 @@ def host(c, host=None, user=None, key=None, port=22, profile="debian-12", target
 
 # --- build / ami / bench -----------------------------------------------------------
 @task(help={
-    "sim": "build against the simulation (moto is EC2, the builder is a sim instance)",
-    "public": "make the AMI public (launch permission all) — only after a clean audit",
-    "regions": "comma-separated regions to copy the AMI to",
+    "sim": "build against the simulation: moto is EC2, the builder is a sim instance reached over SSH",
+    "public": "make the AMI public (launch permission all); the audit gate always runs first",
+    "regions": "comma-separated regions to copy the AMI to (each copy published with --public)",
+    "name": "AMI name (default ceph-openstack-<profile>-<UTC time>)",
+    "force": "replace an existing AMI of the same name (deregister it, delete its snapshots)",
+    "on-error": "cleanup (default: remove every temporary resource) or abort (keep the builder to debug)",
+    "profile": "distribution profile (default: the one the sim ran, see build/sim-proven.json)",
+    "source-ami": "source AMI id instead of the profile's newest official image",
+    "region": "AWS region of the build",
+    "instance-type": "builder instance type (default m1.xlarge)",
+    "caller-ip": "the address SSH is admitted from (default: discovered)",
+    "allow-cidr": "admit SSH from this CIDR instead of the caller's /32",
+    "allow-unproven": "build a profile no simulation run has proven",
+    "key": "use this private key instead of a temporary key pair",
+    "wait-delay": "seconds between state checks",
+    "wait-attempts": "state checks before a wait gives up",
 })
 @friendly
-def ami(c, sim=False, public=False, regions=None):
+def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_error="cleanup", profile=None,
+        source_ami=None, region=None, instance_type=None, caller_ip=None, allow_cidr=None, allow_unproven=False,
+        key=None, wait_delay=None, wait_attempts=None):
     """Build the AMI: launch a builder, provision, scrub, audit, image, publish, copy, clean up."""
-    raise NotYetImplemented(
-        "build.ami is not available yet: scrub and audit (issue 7) must exist before an image may be made",
-        hint="the EC2 lifecycle is in provision/ec2.py; track issue 7",
-    )
+    from provision.ec2 import BuildOptions, build
+    from provision.profiles import load_proven
+
+    settings = _settings(c, region=region, instance_type=instance_type, wait_delay_s=wait_delay, wait_attempts=wait_attempts)
+    region_list = [r.strip() for r in (regions or "").split(",") if r.strip()]
+    if sim:
+        from sim.build import build_ami_sim
+
+        result = build_ami_sim(settings, public=public, regions=region_list, ami_name=name, force=force,
+                               on_error=on_error, profile=profile, log=_log)
+    else:
+        from provision.image import prepare_image
+        from provision.target_ssh import SSHTarget
+
+        import boto3
+
+        if settings.region not in boto3.session.Session().get_available_regions("ec2"):
+            from provision.exceptions import ConfigError
+
+            raise ConfigError(f"Unknown AWS region {settings.region!r}", hint="e.g. us-east-1, eu-west-1")
+        proven = load_proven()
+        profile = profile or (next(iter(proven)) if len(proven) == 1 else settings.profile)
+        options = BuildOptions.from_settings(
+            settings, profile=profile, source_ami=source_ami, public=public, regions=region_list, ami_name=name,
+            force=force, on_error=on_error, caller_ip=None if allow_cidr else (caller_ip or _caller_ip()),
+            allow_cidr=allow_cidr, allow_unproven=allow_unproven, key_file=key,
+        )
+
+        def provision_builder(host):
+            target = SSHTarget(host.address, user=host.user, port=host.port, pkey=host.pkey,
+                               key_filename=None if host.pkey else host.key_path, retries=settings.ssh_retries,
+                               retry_delay=settings.ssh_retry_delay_s, connect_timeout=settings.ssh_connect_timeout_s, log=_log)
+            with target:
+                prepare_image(target, settings, options.profile if isinstance(options.profile, str) else options.profile.name, log=_log)
+
+        result = build(options, provision_builder, log=_log)
+    for reg, ami_id in result.ami_ids.items():
+        print(f"{reg}: {ami_id}")
+    print(f"manifest: {result.manifest_path}")
 
 
-@task(help={"target": "docker://NAME or ssh://USER@HOST[:PORT] to scan"})
+def _caller_ip() -> str:
+    """This machine's public address as AWS sees it (for the builder's /32 SSH rule)."""
+    import urllib.request
+
+    from provision.exceptions import ConfigError
+
+    try:
+        with urllib.request.urlopen("https://checkip.amazonaws.com", timeout=5) as r:
+            return r.read().decode().strip()
+    except OSError as e:
+        raise ConfigError(f"Cannot discover your public address ({e})",
+                          hint="pass --caller-ip A.B.C.D (or --allow-cidr CIDR to admit a wider range)") from e
+
+
+@task(
+    iterable=["allow"],
+    help={
+        "target": "what to scan: docker://NAME, ssh://USER@HOST[:PORT] or local",
+        "key": "private key file for an ssh:// target (default: the SSH agent)",
+        "allow": "allow findings matching GLOB or KIND:GLOB (repeatable); nothing is allowed by default",
+        "cluster-keyrings": "allow the Ceph cluster's keyrings, which the image's first boot rotates per instance",
+    },
+)
 @friendly
-def audit(c, target=None):
-    """Scan a host for anything that must not be in a public image (keys, passwords, histories)."""
-    raise NotYetImplemented("ami.audit is not available yet (issue 7)")
+def audit(c, target=None, key=None, allow=None, cluster_keyrings=False):
+    """Scan a host for anything that must not be in a public image; non-zero exit with a report."""
+    from provision.audit import CLUSTER_KEYRINGS, audit as run_audit, require_clean
+    from provision.target import from_spec
+
+    if not target:
+        raise Exit("error: give --target docker://NAME or ssh://USER@HOST[:PORT]", code=1)
+    settings = _settings(c)
+    options = {"key_filename": key} if target.startswith("ssh://") else {}
+    allowed = list(allow or []) + (list(CLUSTER_KEYRINGS) if cluster_keyrings else [])
+    with from_spec(target, **options) as t:
+        report = run_audit(t, settings, allow=allowed)
+    print("\n".join(report.lines()))
+    require_clean(report)
 
 
 @task(help={"runs": "runs per scenario"})

@@ -100,6 +100,7 @@ class BuilderHost:
         key_path: path of the private key file (mode 0600).
         pkey: the private key as a ``paramiko.PKey`` (None when it could not be loaded).
         port: the SSH port.
+        private: connect to the private address even when there is a public one.
     """
 
     instance_id: str
@@ -111,11 +112,12 @@ class BuilderHost:
     key_path: str
     pkey: Any = None
     port: int = 22
+    private: bool = False
 
     @property
     def address(self) -> str:
-        """The address to connect to: the public IP, else the private one."""
-        addr = self.public_ip or self.private_ip
+        """The address to connect to: the public IP, else the private one (always the private one with ``private``)."""
+        addr = self.private_ip if self.private else (self.public_ip or self.private_ip)
         if not addr:
             raise AwsError(f"Builder {self.instance_id} has no IP address", hint="check the subnet and its route to the internet")
         return addr
@@ -156,6 +158,8 @@ class BuildOptions:
         key_file: a private key of the user's; its public half becomes the temporary key pair.
         root_volume_gib: the builder's root volume size (at least the source image's).
         subnet_id: launch into this subnet (default: the default VPC).
+        ssh_private: reach the builder at its private address (building from inside the VPC,
+            or in the simulation) instead of its public one.
         extra_tags: more tags for every resource.
         custom_data: more entries for the manifest's ``custom_data``.
     """
@@ -182,6 +186,7 @@ class BuildOptions:
     key_file: str | None = None
     root_volume_gib: int = DEFAULT_ROOT_VOLUME_GIB
     subnet_id: str | None = None
+    ssh_private: bool = False
     extra_tags: Mapping[str, str] = field(default_factory=dict)
     custom_data: Mapping[str, str] = field(default_factory=dict)
 
@@ -229,6 +234,7 @@ class BuildPlan:
     subnet_id: str | None
     extra_tags: Mapping[str, str]
     custom_data: Mapping[str, str]
+    ssh_private: bool = False
 
     @property
     def temp_name(self) -> str:
@@ -541,6 +547,7 @@ def make_plan(
         subnet_id=options.subnet_id,
         extra_tags=dict(options.extra_tags),
         custom_data=dict(options.custom_data),
+        ssh_private=options.ssh_private,
     )
 
 
@@ -1527,6 +1534,7 @@ class _Build:
                 user=plan.profile.login_user,
                 key_path=key.path,
                 pkey=key.pkey,
+                private=plan.ssh_private,
             )
             self.log(f"    builder {iid} is running at {self.host.address}")
         return self.host

@@ -176,12 +176,15 @@ class Sim:
 
     def _check_instance_type(self) -> int:
         """Validate the instance type on the EC2 API; return its memory in MiB."""
+        return self._check_instance_type_of(self.settings.instance_type)
+
+    def _check_instance_type_of(self, instance_type: str) -> int:
         from botocore.exceptions import ClientError
 
         try:
-            types = self.ec2().describe_instance_types(InstanceTypes=[self.settings.instance_type])["InstanceTypes"]
+            types = self.ec2().describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
         except ClientError as e:
-            raise ConfigError(f"EC2 does not offer instance type {self.settings.instance_type!r}", hint="use e.g. m1.xlarge (the default)") from e
+            raise ConfigError(f"EC2 does not offer instance type {instance_type!r}", hint="use e.g. m1.xlarge (the default)") from e
         return int(types[0]["MemoryInfo"]["SizeInMiB"])
 
     def _source_ami(self, profile_name: str) -> str:
@@ -211,9 +214,18 @@ class Sim:
             MetadataOptions={"HttpTokens": imds, "HttpPutResponseHopLimit": 2, "HttpEndpoint": "enabled"},
             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "coa-sim"}, {"Key": LABEL, "Value": "1"}]}],
         )["Instances"][0]
-        iid, ip = inst["InstanceId"], inst["PrivateIpAddress"]
+        name = self._start_container(inst, memory_mib)
+        self.state.instance_id, self.state.container = inst["InstanceId"], name
+        self.state.save()
+        self._wait_systemd()
+
+    def _start_container(self, inst: dict[str, Any], memory_mib: int) -> str:
+        """Start the container that plays the moto instance ``inst`` (at its private IP); return its name."""
+        iid, ip, ami = inst["InstanceId"], inst["PrivateIpAddress"], inst["ImageId"]
+        if ami not in self.state.images:
+            raise SimError(f"Instance {iid} runs {ami}, whose disk this sim does not hold", hint="launch from an AMI listed by `invoke sim.status`")
         name = f"coa-sim-{iid}"
-        self.log(f"launched {iid} ({self.settings.instance_type}, {ami}) at {ip}; starting container {name}")
+        self.log(f"launched {iid} ({inst['InstanceType']}, {ami}) at {ip}; starting container {name}")
         disk = self._new_volume(f"coa-sim-disk-{iid}", kind="disk", source=self.state.disks.get(ami))
         api = self.docker.api
         host_config = api.create_host_config(
@@ -230,9 +242,59 @@ class Sim:
             environment={"container": "docker"},
         )
         api.start(name)
-        self.state.instance_id, self.state.container = iid, name
+        return name
+
+    # --- what build.ami --sim needs: EC2 calls from elsewhere become containers ------
+    def ensure_infra(self, profile: str | None = None) -> str:
+        """Network, daemon, VPC and the source AMI of ``profile`` (no instance); return that AMI's id."""
+        self.docker
+        self._ensure_network()
+        self._ensure_daemon()
+        self._ensure_ec2_plumbing()
+        profile = profile or self.state.profile or default_profile(self.docker, self.log)
+        if not self.state.profile:
+            self.state.profile = profile
+            self.state.save()
+        return self._source_ami(profile)
+
+    def boot_instance(self, instance_id: str) -> str:
+        """Start the container for a moto instance launched by someone else (e.g. the EC2 build); idempotent."""
+        name = f"coa-sim-{instance_id}"
+        from docker.errors import NotFound
+
+        try:
+            if self.docker.containers.get(name).status == "running":
+                return name
+        except NotFound:
+            inst = self.ec2().describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+            self._start_container(inst, self._check_instance_type_of(inst["InstanceType"]))
+        wait_for_systemd(DockerTarget(name, client=self.docker), 120, self.log)
+        return name
+
+    def image_instance(self, instance_id: str, ami: str) -> None:
+        """Keep a stopped instance's disk as the content of ``ami`` (after moto's create_image)."""
+        name = f"coa-sim-{instance_id}"
+        c = self.docker.containers.get(name)
+        if c.status == "running":
+            c.stop(timeout=120)
+        tag = f"{images.REPO}/ami:{ami}"
+        c.commit(repository=f"{images.REPO}/ami", tag=ami, conf={"Labels": self._labels(kind="ami", ami=ami)})
+        self.state.images[ami] = tag
+        self.state.disks[ami] = self._new_volume(f"coa-sim-snap-{ami}", kind="snapshot", source=f"coa-sim-disk-{instance_id}")
         self.state.save()
-        self._wait_systemd()
+        self.log(f"kept the disk of {instance_id} as {ami} ({tag} + volume {self.state.disks[ami]})")
+
+    def reconcile(self) -> list[str]:
+        """Remove the containers (and disks) of instances moto says are terminated or gone."""
+        removed = []
+        known = {i["InstanceId"]: i["State"]["Name"] for r in self.ec2().describe_instances()["Reservations"] for i in r["Instances"]}
+        for c in self.docker.containers.list(all=True, filters={"label": f"{LABEL}.kind=instance"}):
+            iid = c.labels.get(f"{LABEL}.instance-id", "")
+            if known.get(iid, "terminated") in ("terminated", "shutting-down"):
+                c.remove(force=True)
+                self._remove_volume(f"coa-sim-disk-{iid}")
+                removed.append(iid)
+        return removed
 
     def _wait_systemd(self, timeout: float = 120) -> None:
         wait_for_systemd(self.target(), timeout, self.log)
@@ -242,13 +304,16 @@ class Sim:
 
     def up(self, ami: str | None = None, profile: str | None = None) -> dict[str, Any]:
         """Launch (or find) the simulated instance, provision it, wait until ready."""
+        self.state = SimState.load()
         self.docker  # fail early without an engine
-        if self.state.container and self._container_running() and self._daemon_alive():
+        if not ami and self.state.container and self._container_running() and self._daemon_alive():
             self.log(f"instance {self.state.instance_id} is already up ({self.state.container})")
             self._wait_ready()
             return self.status()
         if ami is not None and not ami.startswith("ami-"):
             raise ConfigError(f"Malformed AMI id {ami!r}", hint="an AMI id looks like ami-0123456789abcdef0")
+        if self.state.instance_id and self._daemon_alive():
+            self.ec2().terminate_instances(InstanceIds=[self.state.instance_id])
         self._remove_instances()
         self._ensure_network()
         self._ensure_daemon()
@@ -282,6 +347,7 @@ class Sim:
 
     def reboot(self) -> dict[str, Any]:
         """Restart the same instance: same instance-id, same IP; wait until ready."""
+        self.state = SimState.load()
         self._require_running()
         self.log(f"rebooting {self.state.instance_id} ...")
         self.ec2().reboot_instances(InstanceIds=[self.state.instance_id])
@@ -294,6 +360,7 @@ class Sim:
 
     def relaunch(self) -> dict[str, Any]:
         """Launch a new instance from this instance's disk: new instance-id, new IP; wait until ready."""
+        self.state = SimState.load()
         self._require_running()
         old_iid, old_name = self.state.instance_id, self.state.container
         c = self.docker.containers.get(old_name)
@@ -321,6 +388,7 @@ class Sim:
 
     def status(self) -> dict[str, Any]:
         """Instance-id, container, addresses, AMI, EC2 endpoint and readiness of each check."""
+        self.state = SimState.load()
         s: dict[str, Any] = {
             "instance_id": self.state.instance_id or None, "container": self.state.container or None,
             "private_ip": None, "public_ip": None, "public_hostname": None, "ami_id": None,
@@ -373,6 +441,7 @@ class Sim:
 
     def down(self, all_images: bool = False) -> list[str]:
         """Remove everything the sim made; cached base/OS images stay unless ``all_images``."""
+        self.state = SimState.load()
         removed: list[str] = []
         for c in self.docker.containers.list(all=True, filters={"label": LABEL}):
             c.remove(force=True)

@@ -38,6 +38,10 @@ class SimHandle:
         """boto3 EC2 client on the sim's moto."""
         return self._sim.ec2()
 
+    def up(self, ami: str | None = None) -> dict[str, Any]:
+        """A new instance (from ``ami`` when given); returns when ready."""
+        return self._sim.up(ami=ami)
+
     def reboot(self) -> dict[str, Any]:
         """Same instance, same IP; returns when ready."""
         return self._sim.reboot()

@@ -1,0 +1,95 @@
+"""``build.ami --sim``: the real EC2 build (provision/ec2.py) closed in a loop against the simulation.
+
+moto is EC2: the build's own ``run_instances`` launches the builder, which the sim boots as a
+container at the instance's private IP; the build reaches it over SSH with the temporary key
+pair moto holds (the sim's cloud-init stand-in installs it from the metadata, as cloud-init
+does on EC2); ``create_image`` happens on moto and the sim keeps the stopped builder's disk as
+that AMI's content, so ``sim.up --ami ID`` boots it and every first-boot job runs as on EC2.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Callable, Sequence
+
+from provision import ec2
+from provision.image import prepare_image
+from provision.settings import Settings
+from provision.target_ssh import SSHTarget
+
+from .daemon import FAKE_CREDENTIALS
+from .lifecycle import GATEWAY, Sim
+
+Log = Callable[[str], None]
+
+
+def tcp_open(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True when ``host:port`` accepts a TCP connection."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def build_ami_sim(
+    settings: Settings,
+    *,
+    public: bool = False,
+    regions: Sequence[str] = (),
+    ami_name: str | None = None,
+    force: bool = False,
+    on_error: str = "cleanup",
+    profile: str | None = None,
+    log: Log = print,
+) -> ec2.BuildResult:
+    """Run the whole AMI build against the simulation; return the build result (AMI ids, manifest)."""
+    import boto3
+
+    sim = Sim(settings, log=log)
+    source = sim.ensure_infra(profile)
+    profile = sim.state.profile
+    session = boto3.session.Session(
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=settings.region,
+    )
+    options = ec2.BuildOptions.from_settings(
+        settings,
+        profile=profile,
+        source_ami=source,
+        public=public,
+        regions=list(regions),
+        ami_name=ami_name,
+        force=force,
+        on_error=on_error,
+        caller_ip=GATEWAY,  # the host, as the instance sees it
+        subnet_id=sim.state.subnet_id,
+        ssh_private=True,
+        wait_delay=1.0,
+        ssh_delay=1.0,
+        ssh_attempts=120,
+    )
+
+    def probe(host: ec2.BuilderHost) -> bool:
+        sim.boot_instance(host.instance_id)  # EC2 boots the instance; in the sim, this does
+        return tcp_open(host.address, host.port)
+
+    def provision_builder(host: ec2.BuilderHost) -> None:
+        target = SSHTarget(
+            host.address, user=host.user, port=host.port, pkey=host.pkey, key_filename=None if host.pkey else host.key_path,
+            retries=settings.ssh_retries, retry_delay=settings.ssh_retry_delay_s, connect_timeout=settings.ssh_connect_timeout_s, log=log,
+        )
+        with target:
+            prepare_image(target, settings, profile, log=log)
+
+    try:
+        return ec2.build(
+            options, provision_builder, session=session, endpoint_url=sim.state.endpoint,
+            ssh_probe=probe, on_image_created=lambda ami, iid: sim.image_instance(iid, ami), log=log,
+        )
+    finally:
+        if on_error != "abort":
+            for iid in sim.reconcile():
+                log(f"removed the container of terminated instance {iid}")
+

@@ -1,0 +1,79 @@
+"""`build.ami --sim --public` end to end, then instances launched from the built AMI.
+
+Runs after the other sim tests (it replaces the session's instance with one from the AMI).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provision import ceph
+
+pytestmark = pytest.mark.docker
+
+MANIFEST = Path("build/manifest.json")
+
+
+@pytest.fixture(scope="module")
+def built(sim: Any) -> dict[str, Any]:
+    """Run the real task once: `invoke build.ami --sim --public`."""
+    r = subprocess.run([sys.executable, "-m", "invoke", "build.ami", "--sim", "--public"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ami = re.search(r"^us-east-1: (ami-[0-9a-f]+)$", r.stdout, re.M)
+    assert ami, r.stdout[-2000:]
+    return {"ami": ami.group(1), "stdout": r.stdout}
+
+
+def test_ami_is_public_and_in_the_manifest(sim: Any, built: dict[str, Any]) -> None:
+    ec2 = sim.ec2()
+    perms = ec2.describe_image_attribute(ImageId=built["ami"], Attribute="launchPermission")["LaunchPermissions"]
+    assert {"Group": "all"} in perms
+    manifest = json.loads(MANIFEST.read_text())
+    assert f"us-east-1:{built['ami']}" in manifest["builds"][-1]["artifact_id"]
+    assert manifest["last_run_uuid"] == manifest["builds"][-1]["packer_run_uuid"]
+
+
+def test_builder_and_its_temporaries_are_gone(sim: Any, built: dict[str, Any], docker_client: Any) -> None:
+    ec2 = sim.ec2()
+    builders = [
+        i for r in ec2.describe_instances(Filters=[{"Name": "tag-key", "Values": ["ceph-openstack-ami:build-id"]}])["Reservations"]
+        for i in r["Instances"]
+    ]
+    assert builders and all(i["State"]["Name"] == "terminated" for i in builders)
+    for i in builders:
+        assert not docker_client.containers.list(all=True, filters={"name": f"coa-sim-{i['InstanceId']}"})
+    temp_keys = [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"] if k["KeyName"] != "coa-sim"]
+    assert temp_keys == []
+    groups = [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"]
+    assert groups == []
+    assert "audit of" in built["stdout"] and ": clean" in built["stdout"]
+
+
+def test_instances_from_the_ami_are_ready_with_their_own_secrets(sim: Any, built: dict[str, Any], docker_client: Any) -> None:
+    image = docker_client.images.get(f"ceph-openstack-ami/ami:{built['ami']}")
+    baked = docker_client.containers.run(image.id, ["cat", "/etc/ceph/ceph.client.volumes.keyring"], entrypoint=[], remove=True).decode()
+    builder_key = re.search(r"key = (\S+)", baked).group(1)
+    assert docker_client.containers.run(image.id, ["sh", "-c", "ls /etc/ssh/ssh_host_* 2>/dev/null | wc -l"], entrypoint=[], remove=True).strip() == b"0"
+
+    seen = []
+    for _ in range(2):
+        status = sim.up(ami=built["ami"])
+        assert status["ready"] is True and status["ami_id"] == built["ami"]
+        t = sim.target
+        seen.append({
+            "host_key": t.run("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1],
+            "cephx": ceph.ceph(t, sim.settings, "auth", "get-key", "client.volumes").stdout.strip(),
+            "admin": ceph.ceph(t, sim.settings, "auth", "get-key", "client.admin").stdout.strip(),
+            "machine_id": t.run("cat /etc/machine-id").stdout.strip(),
+        })
+    first, second = seen
+    for key in first:
+        assert first[key] != second[key], key
+    assert builder_key not in (first["cephx"], second["cephx"])
