@@ -263,18 +263,24 @@ def audit(c, target=None, key=None, allow=None, cluster_keyrings=False):
     require_clean(report)
 
 
-@task(help={"runs": "runs per scenario"})
+@task(help={"runs": "runs per scenario (default 3)"})
 @friendly
 def boot(c, runs=3):
-    """Benchmark: seconds from container start to each boot milestone, as JSON."""
-    raise NotYetImplemented("bench.boot is not available yet (issue 8)")
+    """Benchmark: seconds from container start to each boot milestone, same IP and new instance, as JSON."""
+    from sim.bench import bench_boot
+
+    result = bench_boot(_settings(c), runs=int(runs), log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(result, indent=2, sort_keys=True))
 
 
 @task(name="provision")
 @friendly
 def bench_provision(c):
-    """Benchmark: first and second (idempotent) provisioning of a fresh container, as JSON."""
-    raise NotYetImplemented("bench.provision is not available yet (issue 8)")
+    """Benchmark: first and second (idempotent) provisioning of a fresh sim instance, as JSON."""
+    from sim.bench import bench_provision as run
+
+    result = run(_settings(c), log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(result, indent=2, sort_keys=True))
 
 
 # --- test --------------------------------------------------------------------------

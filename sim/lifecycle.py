@@ -204,7 +204,7 @@ class Sim:
         return ami
 
     # --- instances ------------------------------------------------------------------
-    def _launch(self, ami: str, memory_mib: int) -> None:
+    def _launch(self, ami: str, memory_mib: int, wait: bool = True) -> None:
         """run_instances on moto and start the container that is that instance."""
         ec2 = self.ec2()
         imds = "required" if not self.settings.metadata_allow_v1 else "optional"
@@ -217,7 +217,8 @@ class Sim:
         name = self._start_container(inst, memory_mib)
         self.state.instance_id, self.state.container = inst["InstanceId"], name
         self.state.save()
-        self._wait_systemd()
+        if wait:
+            self._wait_systemd()
 
     def _start_container(self, inst: dict[str, Any], memory_mib: int) -> str:
         """Start the container that plays the moto instance ``inst`` (at its private IP); return its name."""
@@ -308,8 +309,14 @@ class Sim:
         self.docker  # fail early without an engine
         if not ami and self.state.container and self._container_running() and self._daemon_alive():
             self.log(f"instance {self.state.instance_id} is already up ({self.state.container})")
-            self._wait_ready()
-            return self.status()
+        else:
+            self.launch_unprovisioned(ami, profile)
+        if not self.state.provisioned:
+            provision_host.provision(self.target(), self.settings, self.state.profile, self.log)
+        return self.mark_provisioned()
+
+    def launch_unprovisioned(self, ami: str | None = None, profile: str | None = None) -> None:
+        """Replace any instance with a new one: from ``ami`` (a built AMI), else from the profile's source image."""
         if ami is not None and not ami.startswith("ami-"):
             raise ConfigError(f"Malformed AMI id {ami!r}", hint="an AMI id looks like ami-0123456789abcdef0")
         if self.state.instance_id and self._daemon_alive():
@@ -328,10 +335,13 @@ class Sim:
             self.state.profile = profile
             source = self._source_ami(profile)
         self._launch(source, memory)
-        if not ami:
-            provision_host.provision(self.target(), self.settings, self.state.profile, self.log)
-            self.state.provisioned = True
-            self.state.save()
+        self.state.provisioned = bool(ami)  # an instance of a built AMI carries the content already
+        self.state.save()
+
+    def mark_provisioned(self) -> dict[str, Any]:
+        """Record the instance as provisioned, wait until ready, record the profile as proven."""
+        self.state.provisioned = True
+        self.state.save()
         self._wait_ready()
         if self.state.profile:
             record_proven(self.state.profile)
@@ -345,8 +355,8 @@ class Sim:
         except NotFound:
             return False
 
-    def reboot(self) -> dict[str, Any]:
-        """Restart the same instance: same instance-id, same IP; wait until ready."""
+    def reboot(self, wait: bool = True) -> dict[str, Any]:
+        """Restart the same instance: same instance-id, same IP; wait until ready (unless ``wait`` is False)."""
         self.state = SimState.load()
         self._require_running()
         self.log(f"rebooting {self.state.instance_id} ...")
@@ -354,12 +364,14 @@ class Sim:
         c = self.docker.containers.get(self.state.container)
         c.stop(timeout=120)
         c.start()
+        if not wait:
+            return {"instance_id": self.state.instance_id, "container": self.state.container}
         self._wait_systemd()
         self._wait_ready()
         return self.status()
 
-    def relaunch(self) -> dict[str, Any]:
-        """Launch a new instance from this instance's disk: new instance-id, new IP; wait until ready."""
+    def relaunch(self, wait: bool = True) -> dict[str, Any]:
+        """Launch a new instance from this instance's disk: new instance-id, new IP; wait until ready (unless ``wait`` is False)."""
         self.state = SimState.load()
         self._require_running()
         old_iid, old_name = self.state.instance_id, self.state.container
@@ -367,16 +379,15 @@ class Sim:
         self.log(f"stopping {old_iid} and imaging its disk ...")
         c.stop(timeout=120)
         ami = self.ec2().create_image(InstanceId=old_iid, Name=f"coa-sim-relaunch-{old_iid}-{int(time.time())}")["ImageId"]
-        tag = f"{images.REPO}/ami:{ami}"
-        c.commit(repository=f"{images.REPO}/ami", tag=ami, conf={"Labels": self._labels(kind="ami", ami=ami)})
-        self.state.images[ami] = tag
-        self.state.disks[ami] = self._new_volume(f"coa-sim-snap-{ami}", kind="snapshot", source=f"coa-sim-disk-{old_iid}")
+        self.image_instance(old_iid, ami)
         self.ec2().terminate_instances(InstanceIds=[old_iid])
         c.remove(force=True)
         self._remove_volume(f"coa-sim-disk-{old_iid}")
         self.state.instance_id = self.state.container = ""
         self.state.save()
-        self._launch(ami, self._check_instance_type())
+        self._launch(ami, self._check_instance_type(), wait=wait)
+        if not wait:
+            return {"instance_id": self.state.instance_id, "container": self.state.container}
         self._wait_ready()
         return self.status()
 

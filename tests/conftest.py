@@ -47,3 +47,8 @@ def systemd_container(docker_client: Any, os_image: str) -> Iterator[Any]:
         wrapped = c.get_wrapped_container()
         wait_for_systemd(DockerTarget(wrapped.name, client=docker_client), timeout=120)
         yield wrapped
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Run the fast offline tier first, then the Docker/sim tier (which shares one sim per session)."""
+    items.sort(key=lambda item: 1 if item.get_closest_marker("docker") or item.get_closest_marker("reliability") else 0)
