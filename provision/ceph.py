@@ -594,6 +594,14 @@ def check_disk(target: Target, settings: Settings, new_osds: int) -> None:
         )
 
 
+def preflight_disk(target: Target, settings: Settings) -> tuple[bool, str]:
+    """Before anything is installed: refuse (DiskFull) when the OSDs still to be made cannot fit."""
+    missing = [i for i in range(settings.ceph.osd_count) if not osd_ready(target, settings, i)]
+    check_disk(target, settings, len(missing))
+    free = target.free_bytes("/var/lib/ceph/osd") / 1024**3
+    return False, f"{free:.1f} GiB free for {len(missing)} new OSD(s) of {settings.ceph.osd_size_gib} GiB"
+
+
 def bootstrap_osds(target: Target, settings: Settings) -> tuple[bool, str]:
     """Create the file-backed BlueStore OSDs that do not exist yet; enable and start all of them."""
     p = paths(settings)
@@ -674,6 +682,7 @@ def steps(settings: Settings, profile_name: str, ip: str) -> list[Step]:
     prof = profile(profile_name)
     cephconf.check_ipv4(ip)
     return [
+        FnStep("ceph.disk", preflight_disk),
         FnStep("ceph.packages", lambda t, s: install_packages(t, prof)),
         FnStep("ceph.unit-limits", lambda t, s: ensure_unit_limits(t)),
         FnStep("ceph.service-accounts", lambda t, s: ensure_service_accounts(t)),

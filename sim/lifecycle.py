@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from provision import host as provision_host
+from provision.ec2 import validate_ami_id
 from provision.exceptions import ConfigError, SimError
 from provision.profiles import get_profile, record_proven
 from provision.ready import Check, wait_ready
@@ -179,13 +180,7 @@ class Sim:
         return self._check_instance_type_of(self.settings.instance_type)
 
     def _check_instance_type_of(self, instance_type: str) -> int:
-        from botocore.exceptions import ClientError
-
-        try:
-            types = self.ec2().describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
-        except ClientError as e:
-            raise ConfigError(f"EC2 does not offer instance type {instance_type!r}", hint="use e.g. m1.xlarge (the default)") from e
-        return int(types[0]["MemoryInfo"]["SizeInMiB"])
+        return instance_memory_mib(instance_type)
 
     def _source_ami(self, profile_name: str) -> str:
         profile = get_profile(profile_name)
@@ -306,6 +301,7 @@ class Sim:
     def up(self, ami: str | None = None, profile: str | None = None) -> dict[str, Any]:
         """Launch (or find) the simulated instance, provision it, wait until ready."""
         self.state = SimState.load()
+        self._check_instance_type()
         self.docker  # fail early without an engine
         if not ami and self.state.container and self._container_running() and self._daemon_alive():
             self.log(f"instance {self.state.instance_id} is already up ({self.state.container})")
@@ -317,14 +313,16 @@ class Sim:
 
     def launch_unprovisioned(self, ami: str | None = None, profile: str | None = None) -> None:
         """Replace any instance with a new one: from ``ami`` (a built AMI), else from the profile's source image."""
-        if ami is not None and not ami.startswith("ami-"):
-            raise ConfigError(f"Malformed AMI id {ami!r}", hint="an AMI id looks like ami-0123456789abcdef0")
+        if ami is not None:
+            validate_ami_id(ami)
+        memory = self._check_instance_type()
+        if ami and ami not in SimState.load().images:
+            raise SimError(f"AMI {ami} was not built in this sim", hint="build one with `invoke build.ami --sim`, or list them with `invoke sim.status`")
         if self.state.instance_id and self._daemon_alive():
             self.ec2().terminate_instances(InstanceIds=[self.state.instance_id])
         self._remove_instances()
         self._ensure_network()
         self._ensure_daemon()
-        memory = self._check_instance_type()
         self._ensure_ec2_plumbing()
         if ami:
             if ami not in self.state.images:
@@ -485,6 +483,19 @@ class Sim:
                 (d / f).unlink()
         self.state = SimState()
         return removed
+
+
+def instance_memory_mib(instance_type: str) -> int:
+    """Memory of an EC2 instance type, from the catalogue moto serves (checked before anything is made).
+
+    Raises:
+        ConfigError: EC2 does not offer that type.
+    """
+    from moto.ec2.models.instance_types import INSTANCE_TYPES
+
+    if instance_type not in INSTANCE_TYPES:
+        raise ConfigError(f"EC2 does not offer instance type {instance_type!r}", hint="use e.g. m1.xlarge (the default)")
+    return int(INSTANCE_TYPES[instance_type]["MemoryInfo"]["SizeInMiB"])
 
 
 def wait_for_systemd(target: Target, timeout: float = 120, log: Log = print) -> str:
