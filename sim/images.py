@@ -25,6 +25,8 @@ from provision.profiles import Profile
 ROOT = Path(__file__).resolve().parent.parent
 LABEL = "ceph-openstack-ami.sim"
 REPO = "ceph-openstack-ami"
+#: Image kinds (``REPO/<kind>:tag``) kept across ``sim.down``; ``sim.down --all`` removes them too.
+CACHED_KINDS = ("base", "os")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_SECURITY = "http://deb.debian.org/debian-security"
 DEBOOTSTRAP_INCLUDE = ("ca-certificates",)
@@ -102,7 +104,7 @@ def debian_base(client: Any, recipe: BaseRecipe, log: Log) -> str:
         log(f"importing the root filesystem as {tag}...")
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
         assert tar.stdout is not None
-        imp = subprocess.run(["docker", "import", "--change", f"LABEL {LABEL}.cache=base", "-", tag], stdin=tar.stdout, capture_output=True)
+        imp = subprocess.run(["docker", "import", "--change", f"LABEL {LABEL}=1 {LABEL}.cache=base", "-", tag], stdin=tar.stdout, capture_output=True)
         tar.wait()
         if imp.returncode != 0 or tar.returncode != 0:
             raise SimError(f"docker import of the base root filesystem failed: {imp.stderr.decode()[-400:]}")
@@ -165,7 +167,7 @@ def os_image(client: Any, profile: Profile, log: Log) -> str:
         dockerfile="Dockerfile.ubuntu",
         tag=tag,
         buildargs={"BASE_IMAGE": base, "LOGIN_USER": profile.login_user},
-        labels={f"{LABEL}.cache": "os"},
+        labels={LABEL: "1", f"{LABEL}.cache": "os"},
         rm=True,
         forcerm=True,
         decode=True,

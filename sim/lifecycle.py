@@ -467,16 +467,17 @@ class Sim:
         for n in self.docker.networks.list(filters={"label": LABEL}):
             n.remove()
             removed.append(f"network {n.name}")
-        for img in self.docker.images.list(filters={"label": LABEL}):
-            kind = img.labels.get(f"{LABEL}.cache")
-            if kind and not all_images:
+        ours = [(t, t.split("/", 1)[1].split(":", 1)[0]) for img in self.docker.images.list() for t in img.tags
+                if t.startswith(f"{images.REPO}/")]
+        # AMIs (children) before the cached base and OS images they are built on.
+        for tag, kind in sorted(ours, key=lambda tk: tk[1] in images.CACHED_KINDS):
+            if kind in images.CACHED_KINDS and not all_images:
                 continue
-            for tag in img.tags or [img.id]:
-                try:
-                    self.docker.images.remove(tag, force=True)
-                    removed.append(f"image {tag}")
-                except Exception as e:  # still used by a child image: removed with it
-                    self.log(f"left image {tag}: {e}")
+            try:
+                self.docker.images.remove(tag, force=True)
+                removed.append(f"image {tag}")
+            except Exception as e:  # still used by a container of another tool
+                self.log(f"left image {tag}: {e}")
         d = state_dir()
         for f in ("state.json", f"{self.state.key_name or 'coa-sim'}.pem"):
             if (d / f).exists():

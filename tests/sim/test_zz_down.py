@@ -19,8 +19,10 @@ def test_down_leaves_nothing_labelled(sim: Any, docker_client: Any) -> None:
     assert docker_client.containers.list(all=True, filters={"label": LABEL}) == []
     assert docker_client.networks.list(filters={"label": LABEL}) == []
     assert docker_client.volumes.list(filters={"label": LABEL}) == []
-    leftover = [i.tags for i in docker_client.images.list(filters={"label": LABEL}) if not i.labels.get(f"{LABEL}.cache")]
+    leftover = [t for i in docker_client.images.list() for t in i.tags if t.startswith("ceph-openstack-ami/ami:")]
     assert leftover == []
+    cached = {t.split(":")[0] for i in docker_client.images.list() for t in i.tags if t.startswith("ceph-openstack-ami/")}
+    assert cached == {"ceph-openstack-ami/base", "ceph-openstack-ami/os"}  # kept for the next sim.up
     assert subprocess.run(["ip", "link", "show", "coa-sim0"], capture_output=True).returncode != 0
     second = subprocess.run([sys.executable, "-m", "invoke", "sim.down"], capture_output=True, text=True)
     assert second.returncode == 0 and "nothing to remove" in second.stdout
