@@ -345,10 +345,21 @@ def daemons_current(target: Target, settings: Settings) -> tuple[bool, str]:
     m = ceph(target, settings, "mgr", "dump", "-f", "json", check=False)
     if not m.ok or json.loads(m.stdout).get("active_gid") != gid:
         return False, f"the manager map does not show the running mgr.{c.mgr_id} (gid {gid}) as active yet"
+    osd_map: dict[int, Any] | None = None
     for i in range(c.osd_count):
         r = target.run(bounded([*daemon, f"osd.{i}", "status"], 15), check=False)
         state = json.loads(r.stdout).get("state") if r.ok else "not answering"
-        if state != "active":
+        if state == "active":
+            continue
+        # An OSD can go on reporting "booting" on its admin socket after the map shows it up;
+        # it is current when the map's entry for it is up with the running process's nonce (its pid).
+        if osd_map is None:
+            d = ceph(target, settings, "osd", "dump", "-f", "json", check=False)
+            osd_map = {o["osd"]: o for o in json.loads(d.stdout).get("osds", [])} if d.ok else {}
+        entry = osd_map.get(i, {})
+        pid = target.run(["systemctl", "show", "-p", "MainPID", "--value", f"ceph-osd@{i}"], check=False).stdout.strip()
+        nonces = {str(a.get("nonce")) for a in entry.get("public_addrs", {}).get("addrvec", [])}
+        if not (state == "booting" and entry.get("up") == 1 and pid in nonces):
             return False, f"osd.{i} is {state}"
     return True, "daemons current"
 
