@@ -81,7 +81,7 @@ def watch_boot(sim: Sim, settings: Settings, timeout: float = 900, interval: flo
     else:
         raise TimeoutError(f"not ready within {timeout:.0f}s; reached: {sorted(firsts)}")
     units = unit_times(target, settings)
-    milestones = {f"check.{k}": v for k, v in firsts.items()}
+    milestones = {("ready" if k == "ready" else f"check.{k}"): v for k, v in firsts.items()}
     for unit, (_, end) in units.items():
         milestones[f"unit.{unit}"] = end - started
     milestones["units_s"] = sum(end - start for start, end in units.values())
@@ -101,8 +101,7 @@ def bench_boot(settings: Settings, runs: int = 3, log: Log = print) -> dict[str,
             action()
             samples.append(watch_boot(sim, settings))
         keys = sorted({k for s in samples for k in s})
-        out[scenario] = {k.replace("check.ready", "ready") + ("" if k.endswith("_s") else "_s"): stats([s[k] for s in samples if k in s]) for k in keys}
-        out[scenario]["ready_s"] = stats([s["ready"] for s in samples])
+        out[scenario] = {k + ("" if k.endswith("_s") else "_s"): stats([s[k] for s in samples if k in s]) for k in keys}
         out[scenario]["services_s"] = stats([s["ready"] - s["units_s"] for s in samples])
         units_all += [s["units_s"] for s in samples]
     out["units_s"] = stats(units_all)
