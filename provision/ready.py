@@ -72,20 +72,27 @@ def wait_ready(
     timeout: float = 900,
     interval: float = 3,
     log: Callable[[str], None] = print,
+    passes: int = 2,
 ) -> list[Check]:
-    """Poll the checks until all pass; raise NotReady naming what is not ready after ``timeout``."""
+    """Poll the checks until all pass ``passes`` times in a row; raise NotReady naming what is not ready.
+
+    One pass is not enough right after a boot: the manager restarted by the key rotation, for
+    one, can drop out of the map for a moment after the cluster first reported HEALTH_OK.
+    """
     deadline = time.monotonic() + timeout
     last: list[Check] = []
     shown = ""
+    streak = 0
     while True:
         last = check_all(target, settings)
         pending = [c for c in last if not c.ok]
-        if not pending:
+        streak = 0 if pending else streak + 1
+        if streak >= passes:
             return last
         summary = "; ".join(f"{c.name}: {c.detail}" for c in pending)
-        if summary != shown:
+        if summary and summary != shown:
             log(f"waiting: {summary}")
             shown = summary
         if time.monotonic() > deadline:
-            raise NotReady(f"Not ready after {timeout:.0f}s: {summary}", hint="see the boot jobs' logs with `invoke sim.logs`")
+            raise NotReady(f"Not ready after {timeout:.0f}s: {summary or 'checks not stable'}", hint="see the boot jobs' logs with `invoke sim.logs`")
         time.sleep(interval)

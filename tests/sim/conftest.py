@@ -42,13 +42,13 @@ class SimHandle:
         """A new instance (from ``ami`` when given); returns when ready."""
         return self._sim.up(ami=ami)
 
-    def reboot(self) -> dict[str, Any]:
-        """Same instance, same IP; returns when ready."""
-        return self._sim.reboot()
+    def reboot(self, wait: bool = True) -> dict[str, Any]:
+        """Same instance, same IP; returns when ready (or at once with ``wait=False``)."""
+        return self._sim.reboot(wait=wait)
 
-    def relaunch(self) -> dict[str, Any]:
-        """New instance from this disk; returns when ready."""
-        return self._sim.relaunch()
+    def relaunch(self, wait: bool = True) -> dict[str, Any]:
+        """New instance from this disk; returns when ready (or at once with ``wait=False``)."""
+        return self._sim.relaunch(wait=wait)
 
     def down(self) -> list[str]:
         """Remove everything the sim made."""
