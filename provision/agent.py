@@ -29,6 +29,9 @@ AGENT_MODULES = (
     "monmap.py",
     "ceph.py",
     "ceph_boot.py",
+    "openstack_conf.py",
+    "openstack.py",
+    "openstack_boot.py",
 )
 
 UNIT_DIR = "/etc/systemd/system"

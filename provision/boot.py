@@ -109,7 +109,44 @@ def jobs(settings: Settings) -> list[BootJob]:
             after=(*ceph_units,),
             wants=(*ceph_units,),
         ),
+        # OpenStack (provision/openstack_boot.py). Unit names of both profiles are listed:
+        # ordering against a unit that is not installed is ignored (Debian serves Keystone
+        # and cinder-api with uWSGI units of their own, Ubuntu from apache2).
+        BootJob(
+            "openstack-secrets",
+            "instance",
+            "Give this instance its own OpenStack passwords, Fernet keys and libvirt secret (once per instance-id)",
+            "provision.boot_jobs:openstack_secrets_job",
+            after=("coa-ceph-keys.service", "mariadb.service", "rabbitmq-server.service", "libvirtd.service"),
+            before=(*OPENSTACK_UNITS, "coa-openstack-endpoints.service"),
+        ),
+        BootJob(
+            "openstack-endpoints",
+            "boot",
+            "Point the OpenStack configuration and catalog at this boot's address and public name",
+            "provision.boot_jobs:openstack_endpoints_job",
+            after=("coa-hostname.service", "coa-openstack-secrets.service", "mariadb.service", "keystone.service", "apache2.service"),
+            before=(*(u for u in OPENSTACK_UNITS if u not in ("keystone.service", "apache2.service")), "coa-openstack-boot-volume.service"),
+        ),
+        BootJob(
+            "openstack-boot-volume",
+            "instance",
+            "Create this instance's bootable volume from the golden image, exactly once",
+            "provision.boot_jobs:openstack_boot_volume_job",
+            after=("coa-openstack-endpoints.service", *OPENSTACK_UNITS, *ceph_units),
+        ),
     ]
+
+
+#: The OpenStack units the OpenStack boot jobs are ordered against (Debian's and Ubuntu's names).
+OPENSTACK_UNITS = (
+    "keystone.service",
+    "apache2.service",
+    "glance-api.service",
+    "cinder-api.service",
+    "cinder-scheduler.service",
+    "cinder-volume.service",
+)
 
 
 def load_settings(path: str = SETTINGS_PATH) -> Settings:

@@ -31,9 +31,9 @@ def start_boot_units(target: Target, settings: Settings) -> None:
 
 def content_steps(settings: Settings, profile: str, ip: str) -> list[Step]:
     """The steps that install and configure the AMI's content (Ceph, then later OpenStack)."""
-    from . import ceph
+    from . import ceph, openstack
 
-    return list(ceph.steps(settings, profile, ip))
+    return [*ceph.steps(settings, profile, ip), *openstack.steps(settings, profile, ip)]
 
 
 def provision(target: Target, settings: Settings, profile: str, log: Log = print) -> Report:

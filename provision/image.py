@@ -10,7 +10,7 @@ from typing import Callable
 
 from .audit import CLUSTER_KEYRINGS, AuditReport, audit, require_clean
 from .host import provision
-from .scrub import ScrubStep
+from .scrub import ScrubStep, ServicePasswordsStep
 from .settings import Settings
 from .steps import run_steps
 from .target import Target
@@ -29,7 +29,7 @@ def prepare_image(target: Target, settings: Settings, profile: str, log: Log = p
     connection it provisioned over open until the audit is done.
     """
     provision(target, settings, profile, log=log)
-    run_steps(target, settings, [ScrubStep()], log)
+    run_steps(target, settings, [ServicePasswordsStep(), ScrubStep()], log)
     report = audit(target, settings, allow=IMAGE_ALLOW)
     for line in report.lines():
         log(line)

@@ -57,6 +57,46 @@ def check_ceph(target: Target, settings: Settings) -> Check:
 CHECKS: list[Callable[[Target, Settings], Check]] = [check_boot_jobs, check_hostname, check_ceph]
 
 
+def _openstack_check(target: Target, name: str, what: str) -> Check:
+    """Run one check of the boot agent's OpenStack client on the instance (``openstack_boot check WHAT``)."""
+    import json
+
+    from .boot import AGENT_DIR
+
+    r = target.run(
+        ["env", f"PYTHONPATH={AGENT_DIR}", "timeout", "60", "python3", "-m", "provision.openstack_boot", "check", what],
+        check=False,
+    )
+    try:
+        data = json.loads(r.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return Check(name, False, (r.stderr.strip().splitlines() or [f"exit {r.exit_code}"])[-1][:200])
+    return Check(name, bool(data.get("ok")), str(data.get("detail", ""))[:200])
+
+
+def check_keystone(target: Target, settings: Settings) -> Check:
+    """Keystone issues a token to this instance's admin."""
+    return _openstack_check(target, "keystone", "keystone")
+
+
+def check_glance(target: Target, settings: Settings) -> Check:
+    """Glance answers an authenticated image list."""
+    return _openstack_check(target, "glance", "glance")
+
+
+def check_cinder(target: Target, settings: Settings) -> Check:
+    """Cinder answers an authenticated volume list."""
+    return _openstack_check(target, "cinder", "cinder")
+
+
+def check_boot_volume(target: Target, settings: Settings) -> Check:
+    """Exactly one bootable volume (``cephdemo-boot``) exists and is available."""
+    return _openstack_check(target, "boot-volume", "boot-volume")
+
+
+CHECKS += [check_keystone, check_glance, check_cinder, check_boot_volume]
+
+
 def check_all(target: Target, settings: Settings) -> list[Check]:
     """Run every readiness check."""
     return [check(target, settings) for check in CHECKS]

@@ -518,3 +518,37 @@ class ScrubStep:
     def apply(self, target: Target, settings: Settings) -> StepResult:
         """Run :func:`scrub` on ``target``."""
         return scrub(target, settings, self.root, self.dry_run)
+
+
+# --- the build's OpenStack passwords ------------------------------------------------------
+#: Service configuration files holding passwords; the first boot's ``coa-openstack-secrets``
+#: renders them anew with this instance's passwords before any service starts.
+SERVICE_CONF_GLOBS = tuple(f"/etc/{svc}/*.conf" for svc in ("keystone", "glance", "cinder", "nova", "neutron", "placement"))
+_PASSWORD_OPTION = re.compile(r"^(\s*[A-Za-z0-9_]*(?:password|secret_key|shared_secret)\s*=\s*)\S.*$", re.M)
+_URL_PASSWORD = re.compile(r"^(\s*[^#;\s][^=]*=.*?://[^/:@\s]*:)[^/@\s]+(@)", re.M)
+
+
+def blank_service_passwords(text: str) -> str:
+    """The config text with every password option and every ``user:password@`` in a URL emptied."""
+    return _URL_PASSWORD.sub(r"\1\2", _PASSWORD_OPTION.sub(r"\1", text))
+
+
+class ServicePasswordsStep:
+    """Scrub step: empty the build's passwords in the OpenStack services' configuration files."""
+
+    name = "scrub.service-passwords"
+
+    def apply(self, target: Target, settings: Settings) -> StepResult:
+        listing = target.run("for f in " + " ".join(SERVICE_CONF_GLOBS) + '; do [ -f "$f" ] && echo "$f"; done; true').stdout
+        blanked = []
+        for path in listing.split():
+            text = target.read(path).decode()
+            new = blank_service_passwords(text)
+            if new != text:
+                state = target.file_state(path)
+                assert state is not None
+                target.put(path, new, mode=state.mode, owner=state.owner, group=state.group)
+                blanked.append(path)
+        if blanked:
+            return StepResult(self.name, True, f"emptied the build's passwords in {', '.join(blanked)} (first boot writes new ones)")
+        return StepResult(self.name, False, "no password left in the services' configuration")

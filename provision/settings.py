@@ -42,7 +42,7 @@ class OpenStackSettings:
     cinder_port: int = 8776
     keystone_processes: int = 1
     keystone_threads: int = 4
-    glance_workers: int = 1
+    glance_workers: int = 0  # 0: glance-api serves from its main process (no parent + worker pair)
     cinder_api_processes: int = 1
     cinder_api_threads: int = 4
     cinder_backend: str = "ceph"

@@ -1,0 +1,203 @@
+"""OpenStack on Ceph in the simulated instance: RBD-backed Glance and Cinder, the one bootable volume, per-instance secrets.
+
+Needs the ``sim`` session fixture (tests/sim/conftest.py). Everything is checked from inside
+the instance, as its owner would: ``. /root/openrc && openstack ...``, ``rbd``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from provision import openstack
+from provision.openstack_conf import Secrets, parse_openrc
+from provision.steps import run_steps
+from provision.target import Result, Target
+
+pytestmark = pytest.mark.docker
+
+OPENRC = "/root/openrc"
+CLI_TIMEOUT_S = 120
+REBOOTS = 3
+
+
+def cli(target: Target, template: str, *args: Any, check: bool = True, password: str | None = None) -> Result:
+    """``openstack ...`` with the instance's admin credentials (or another password, on stdin)."""
+    prefix = ". /root/openrc && "
+    stdin = None
+    if password is not None:
+        prefix += "read -r OS_PASSWORD && export OS_PASSWORD && "
+        stdin = password + "\n"
+    return target.run(f"{prefix}timeout {CLI_TIMEOUT_S} openstack {template}", *args, check=check, stdin=stdin)
+
+
+def cli_json(target: Target, template: str, *args: Any) -> Any:
+    return json.loads(cli(target, template + " -f json", *args).stdout)
+
+
+def wait_status(target: Target, kind: str, ident: str, want: str, timeout: float = 180) -> str:
+    """Poll ``openstack KIND show ID`` until its status is ``want`` (or an error state)."""
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status = cli(target, f"{kind} show %s -f value -c status", ident).stdout.strip()
+        if status == want or status.startswith("error") or status == "killed":
+            return status
+        time.sleep(2)
+    return status
+
+
+def boot_volumes(sim: Any) -> list[dict[str, Any]]:
+    """The admin project's volumes called ``cephdemo-boot``."""
+    vols = cli_json(sim.target, "volume list --long --name %s", sim.settings.boot_volume_name)
+    return [v for v in vols if v["Name"] == sim.settings.boot_volume_name]
+
+
+def rbd_parent(target: Target, pool: str, image: str) -> str | None:
+    """``POOL/IMAGE@SNAP`` of an RBD image's parent, or None for an image that is not a clone."""
+    info = json.loads(target.run(["timeout", "60", "rbd", "info", "--format", "json", f"{pool}/{image}"]).stdout)
+    parent = info.get("parent")
+    return f"{parent['pool']}/{parent['image']}@{parent['snapshot']}" if parent else None
+
+
+def secrets_of(sim: Any) -> Secrets:
+    return Secrets.from_json(sim.target.read(openstack.secrets_path(sim.settings)).decode())
+
+
+def endpoints(target: Target) -> list[dict[str, Any]]:
+    return cli_json(target, "endpoint list")
+
+
+def last_boot_entry(sim: Any, job: str) -> dict[str, Any]:
+    """The latest line the boot agent logged for ``job`` (``<state_dir>/boot-log.jsonl``)."""
+    lines = sim.target.read(f"{sim.settings.state_dir}/boot-log.jsonl").decode().splitlines()
+    entries = [json.loads(ln) for ln in lines if ln.strip()]
+    return [e for e in entries if e["job"] == job][-1]
+
+
+# --- services --------------------------------------------------------------------------------
+def test_services_are_enabled_system_services(sim: Any) -> None:
+    prof = openstack.profile(sim.status()["profile"] or "debian-12")
+    for unit in prof.all_units:
+        if unit == prof.libvirt_unit:
+            continue  # socket-activated
+        assert openstack.unit_enabled(sim.target, unit), f"{unit} would not start at boot"
+        assert sim.target.service_active(unit), f"{unit} is not running"
+
+
+def test_openrc_and_secret_files_are_private(sim: Any) -> None:
+    t = sim.target
+    assert t.file_state(OPENRC) is not None and (t.file_state(OPENRC).mode, t.file_state(OPENRC).owner) == (0o600, "root")
+    for path, group in (("/etc/keystone/keystone.conf", "keystone"), ("/etc/glance/glance-api.conf", "glance"), ("/etc/cinder/cinder.conf", "cinder")):
+        st = t.file_state(path)
+        assert st is not None and (st.mode, st.owner, st.group) == (0o640, "root", group), path
+    st = t.file_state(openstack.secrets_path(sim.settings))
+    assert st is not None and (st.mode, st.owner) == (0o600, "root")
+
+
+def test_token_image_and_volume_lists_work_with_openrc(sim: Any) -> None:
+    t = sim.target
+    assert cli(t, "token issue -f value -c id").stdout.strip()
+    cli(t, "image list")
+    cli(t, "volume list")
+
+
+# --- Glance and Cinder on RBD ------------------------------------------------------------------
+def test_image_lands_in_images_pool_and_volume_is_a_clone(sim: Any) -> None:
+    t = sim.target
+    s = sim.settings
+    t.run("head -c 1048576 /dev/urandom > /root/coa-test-image.raw")
+    image = cli(t, "image create --disk-format raw --container-format bare --file /root/coa-test-image.raw coa-test-image -f value -c id").stdout.strip()
+    volume = ""
+    try:
+        assert wait_status(t, "image", image, "active") == "active"
+        assert image in t.run(["timeout", "60", "rbd", "-p", s.image_pool, "ls"]).stdout.split()
+        volume = cli(t, "volume create --image %s --size 1 coa-test-volume -f value -c id", image).stdout.strip()
+        assert wait_status(t, "volume", volume, "available") == "available"
+        assert rbd_parent(t, s.volume_pool, f"volume-{volume}") == f"{s.image_pool}/{image}@snap"
+    finally:
+        if volume:
+            cli(t, "volume delete %s", volume, check=False)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and cli(t, "volume show %s", volume, check=False).ok:
+                time.sleep(2)
+        cli(t, "image delete %s", image, check=False)
+        t.run("rm -f /root/coa-test-image.raw", check=False)
+
+
+def test_exactly_one_boot_volume_cloned_from_the_golden_image(sim: Any) -> None:
+    t = sim.target
+    vols = boot_volumes(sim)
+    assert len(vols) == 1 and vols[0]["Status"] == "available"
+    golden = cli(t, "image show %s -f value -c id", sim.settings.openstack.guest_image_name).stdout.strip()
+    assert rbd_parent(t, sim.settings.volume_pool, f"volume-{vols[0]['ID']}") == f"{sim.settings.image_pool}/{golden}@snap"
+    assert cli(t, "volume show %s -f value -c bootable", vols[0]["ID"]).stdout.strip() == "true"
+
+
+def test_second_provisioning_changes_nothing(sim: Any) -> None:
+    status = sim.status()
+    steps = openstack.steps(sim.settings, status["profile"] or "debian-12", status["private_ip"])
+    report = run_steps(sim.target, sim.settings, steps)
+    assert report.changed == 0, [r.line() for r in report.results if r.changed]
+
+
+# --- reboots ---------------------------------------------------------------------------------------
+def test_still_one_boot_volume_after_reboots(sim: Any) -> None:
+    first = boot_volumes(sim)
+    assert len(first) == 1
+    for _ in range(REBOOTS):
+        sim.reboot()
+        vols = boot_volumes(sim)
+        assert [v["ID"] for v in vols] == [first[0]["ID"]]
+        assert vols[0]["Status"] == "available"
+        entry = last_boot_entry(sim, "openstack-endpoints")
+        assert entry["changed"] is False and "unchanged" in entry["detail"]
+
+
+# --- a new instance from this disk ----------------------------------------------------------------
+def test_relaunch_renews_every_secret_and_follows_the_new_name(sim: Any) -> None:
+    t = sim.target
+    before = sim.status()
+    old_env = parse_openrc(t.read(OPENRC).decode())
+    old_secrets = secrets_of(sim)
+    old_fernet = t.run("cat /etc/keystone/fernet-keys/* | sha256sum").stdout
+    volume = boot_volumes(sim)[0]["ID"]
+
+    after = sim.relaunch()
+    t = sim.target
+    assert after["instance_id"] != before["instance_id"]
+
+    env = parse_openrc(t.read(OPENRC).decode())
+    st = t.file_state(OPENRC)
+    assert st is not None and st.mode == 0o600
+    assert env["OS_PASSWORD"] != old_env["OS_PASSWORD"]
+    refused = cli(t, "token issue", check=False, password=old_env["OS_PASSWORD"])
+    assert not refused.ok and "401" in refused.stderr
+    assert cli(t, "token issue -f value -c id").stdout.strip()
+
+    new_secrets = secrets_of(sim)
+    assert set(new_secrets.differing(old_secrets)) == {f for f in Secrets.__dataclass_fields__}
+    assert t.run("cat /etc/keystone/fernet-keys/* | sha256sum").stdout != old_fernet
+    for user, attr in (("keystone", "keystone_db"), ("glance", "glance_db"), ("cinder", "cinder_db")):
+        probe = "read -r MYSQL_PWD && export MYSQL_PWD && timeout 30 mysql --protocol=socket -u %s -e 'SELECT 1'"
+        assert not t.run(probe, user, check=False, stdin=getattr(old_secrets, attr) + "\n").ok, f"old {user} DB password still works"
+        assert t.run(probe, user, check=False, stdin=getattr(new_secrets, attr) + "\n").ok
+    secrets_list = t.run(["virsh", "-q", "-c", "qemu:///system", "secret-list"]).stdout
+    assert new_secrets.libvirt_secret_uuid in secrets_list and old_secrets.libvirt_secret_uuid not in secrets_list
+    key = t.run(["ceph", "--connect-timeout", "10", "auth", "get-key", f"client.{sim.settings.volume_pool}"]).stdout.strip()
+    value = t.run(["virsh", "-q", "-c", "qemu:///system", "secret-get-value", new_secrets.libvirt_secret_uuid]).stdout.strip()
+    assert value == key
+
+    eps = endpoints(t)
+    public = [e["URL"] for e in eps if e["Interface"] == "public"]
+    internal = [e["URL"] for e in eps if e["Interface"] in ("internal", "admin")]
+    assert len(public) == 3 and all(f"//{after['public_hostname']}:" in u for u in public)
+    assert len(internal) == 6 and all(f"//{after['private_ip']}:" in u for u in internal)
+
+    console = t.run("journalctl -o cat --no-pager -u coa-openstack-secrets | grep -c 'admin password for http://%s/: '", after["public_hostname"], check=False)
+    assert console.stdout.strip() == "1"
+
+    assert [v["ID"] for v in boot_volumes(sim)] == [volume]  # the image's volume is kept, no second one
