@@ -26,7 +26,7 @@ from typing import Any, Callable
 from . import cephconf
 from .exceptions import CephNotHealthy, CommandFailed, ConfigError, DiskFull, ProvisionError
 from .settings import CephSettings, Settings
-from .steps import Step, StepResult
+from .steps import FnStep, Step, missing_packages
 from .target import Result, Target
 
 #: Seconds any single ceph/rbd/ceph-mon command may run before it is killed.
@@ -434,26 +434,9 @@ def osds_up(target: Target, settings: Settings, count: int) -> bool:
 
 
 # --- steps ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FnStep:
-    """A :class:`~provision.steps.Step` made of a name and a function returning (changed, detail)."""
-
-    name: str
-    fn: Callable[[Target, Settings], tuple[bool, str]]
-
-    def apply(self, target: Target, settings: Settings) -> StepResult:
-        """Run the step; report whether it changed anything and why."""
-        start = time.monotonic()
-        changed, detail = self.fn(target, settings)
-        return StepResult(self.name, changed, detail, time.monotonic() - start)
-
-
 def install_packages(target: Target, prof: CephProfile) -> tuple[bool, str]:
     """Install the Ceph packages (no recommends); ``apt-get update`` only when the lists are missing or stale."""
-    fmt = "${Package} ${db:Status-Abbrev}\n"
-    r = target.run(["dpkg-query", "-W", "-f", fmt, *prof.packages], check=False)
-    installed = {ln.split()[0] for ln in r.stdout.splitlines() if len(ln.split()) > 1 and ln.split()[1] == "ii"}
-    missing = [p for p in prof.packages if p not in installed]
+    missing = missing_packages(target, prof.packages)
     if not missing:
         return False, f"installed: ceph {_ceph_version(target)}"
     env = ["env", "DEBIAN_FRONTEND=noninteractive"]

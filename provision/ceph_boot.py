@@ -205,7 +205,6 @@ def rotate_keys(target: Target, settings: Settings, log: Callable[[str], None] =
     stop and start leaves either key in place and the monitor starts at the next boot.
     """
     start = time.monotonic()
-    p = cephmod.paths(settings)
     rot = f"{settings.state_dir}/ceph-rotate"
     target.run(["install", "-d", "-m", "0700", rot])
     pending_admin = f"{rot}/client.admin.keyring"

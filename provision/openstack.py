@@ -52,7 +52,7 @@ from .openstack_conf import (
     uwsgi_ini_path,
 )
 from .settings import Settings
-from .steps import Step, StepResult
+from .steps import FnStep, Step, missing_packages
 from .target import Result, Target, command_line
 
 Log = Callable[[str], None]
@@ -506,26 +506,9 @@ def agent(target: Target, *args: str, timeout: int = 900) -> dict:
 
 
 # --- provisioning steps ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class FnStep:
-    """A :class:`~provision.steps.Step` made of a name and a function returning (changed, detail)."""
-
-    name: str
-    fn: Callable[[Target, Settings], tuple[bool, str]]
-
-    def apply(self, target: Target, settings: Settings) -> StepResult:
-        """Run the step; report whether it changed anything and why."""
-        start = time.monotonic()
-        changed, detail = self.fn(target, settings)
-        return StepResult(self.name, changed, detail, time.monotonic() - start)
-
-
 def install_packages(target: Target, prof: OpenStackProfile) -> tuple[bool, str]:
     """Install the packages without recommends, no service started by maintainer scripts."""
-    fmt = "${Package} ${db:Status-Abbrev}\n"
-    r = target.run(["dpkg-query", "-W", "-f", fmt, *prof.packages], check=False)
-    installed = {ln.split()[0] for ln in r.stdout.splitlines() if len(ln.split()) > 1 and ln.split()[1] == "ii"}
-    missing = [p for p in prof.packages if p not in installed]
+    missing = missing_packages(target, prof.packages)
     if not missing:
         return False, f"{len(prof.packages)} packages installed"
     env = ["env", "DEBIAN_FRONTEND=noninteractive"]

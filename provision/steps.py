@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Protocol, Sequence
 
 from .settings import Settings
 from .target import Target
@@ -23,6 +23,28 @@ class StepResult:
         """One human-readable log line."""
         state = "changed" if self.changed else "unchanged"
         return f"[{state:9}] {self.name}: {self.detail} ({self.seconds:.1f}s)"
+
+
+@dataclass(frozen=True)
+class FnStep:
+    """A :class:`Step` made of a name and a function returning (changed, detail)."""
+
+    name: str
+    fn: Callable[[Target, Settings], tuple[bool, str]]
+
+    def apply(self, target: Target, settings: Settings) -> StepResult:
+        """Run the step; report whether it changed anything and why."""
+        start = time.monotonic()
+        changed, detail = self.fn(target, settings)
+        return StepResult(self.name, changed, detail, time.monotonic() - start)
+
+
+def missing_packages(target: Target, packages: Sequence[str]) -> list[str]:
+    """The Debian packages of ``packages`` that are not installed on the target."""
+    fmt = "${Package} ${db:Status-Abbrev}\n"
+    r = target.run(["dpkg-query", "-W", "-f", fmt, *packages], check=False)
+    installed = {ln.split()[0] for ln in r.stdout.splitlines() if len(ln.split()) > 1 and ln.split()[1] == "ii"}
+    return [p for p in packages if p not in installed]
 
 
 class Step(Protocol):
