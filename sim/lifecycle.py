@@ -128,17 +128,17 @@ class Sim:
             return
         if self.state.instance_id:
             self.log("the sim daemon (moto) is gone: its EC2 state is lost; starting afresh")
-            self.state = SimState(images={})
+            self.state = SimState()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         d = state_dir()
         d.mkdir(parents=True, exist_ok=True)
-        logf = open(d / "daemon.log", "ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sim.daemon", "--port", str(port), "--region", self.settings.region, "--imds-host", IMDS_ADDRESS],
-            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(ROOT), start_new_session=True,
-        )
+        with open(d / "daemon.log", "ab") as logf:  # the daemon keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sim.daemon", "--port", str(port), "--region", self.settings.region, "--imds-host", IMDS_ADDRESS],
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(ROOT), start_new_session=True,
+            )
         self.state.daemon_pid = proc.pid
         self.state.endpoint = f"http://127.0.0.1:{port}"
         self.state.region = self.settings.region
@@ -176,11 +176,13 @@ class Sim:
         self.state.save()
 
     def _check_instance_type(self) -> int:
-        """Validate the instance type on the EC2 API; return its memory in MiB."""
-        return self._check_instance_type_of(self.settings.instance_type)
+        """Validate the configured instance type (before anything is made); return its memory in MiB."""
+        return instance_memory_mib(self.settings.instance_type)
 
-    def _check_instance_type_of(self, instance_type: str) -> int:
-        return instance_memory_mib(instance_type)
+    def _require_ami(self, ami: str) -> None:
+        """Refuse an AMI whose content this sim does not hold."""
+        if ami not in self.state.images:
+            raise SimError(f"AMI {ami} was not built in this sim", hint="build one with `invoke build.ami --sim`, or list them with `invoke sim.status`")
 
     def _source_ami(self, profile_name: str) -> str:
         profile = get_profile(profile_name)
@@ -263,7 +265,7 @@ class Sim:
                 return name
         except NotFound:
             inst = self.ec2().describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-            self._start_container(inst, self._check_instance_type_of(inst["InstanceType"]))
+            self._start_container(inst, instance_memory_mib(inst["InstanceType"]))
         wait_for_systemd(DockerTarget(name, client=self.docker), 120, self.log)
         return name
 
@@ -316,8 +318,8 @@ class Sim:
         if ami is not None:
             validate_ami_id(ami)
         memory = self._check_instance_type()
-        if ami and ami not in SimState.load().images:
-            raise SimError(f"AMI {ami} was not built in this sim", hint="build one with `invoke build.ami --sim`, or list them with `invoke sim.status`")
+        if ami:
+            self._require_ami(ami)  # before anything is made
         if self.state.instance_id and self._daemon_alive():
             self.ec2().terminate_instances(InstanceIds=[self.state.instance_id])
         self._remove_instances()
@@ -325,8 +327,7 @@ class Sim:
         self._ensure_daemon()
         self._ensure_ec2_plumbing()
         if ami:
-            if ami not in self.state.images:
-                raise SimError(f"AMI {ami} was not built in this sim", hint="build one with `invoke build.ami --sim`, or list them with `invoke sim.status`")
+            self._require_ami(ami)  # again: a restarted daemon forgets every AMI
             source = ami
         else:
             profile = profile or self.state.profile or default_profile(self.docker, self.log)
