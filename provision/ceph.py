@@ -26,7 +26,7 @@ from typing import Any, Callable
 from . import cephconf
 from .exceptions import CephNotHealthy, CommandFailed, ConfigError, DiskFull, ProvisionError
 from .settings import CephSettings, Settings
-from .steps import FnStep, Step, missing_packages
+from .steps import FnStep, Step, apt_install, missing_packages
 from .target import Result, Target
 
 #: Seconds any single ceph/rbd/ceph-mon command may run before it is killed.
@@ -439,19 +439,7 @@ def install_packages(target: Target, prof: CephProfile) -> tuple[bool, str]:
     missing = missing_packages(target, prof.packages)
     if not missing:
         return False, f"installed: ceph {_ceph_version(target)}"
-    env = ["env", "DEBIAN_FRONTEND=noninteractive"]
-    install = [*env, "apt-get", "install", "-y", "-q", "--no-install-recommends", *prof.packages]
-    has_lists = target.run("ls /var/lib/apt/lists/ | grep -q '_Packages'", check=False).ok
-    updated = False
-    if not has_lists:
-        target.run(bounded([*env, "apt-get", "update", "-q"], 600))
-        updated = True
-    r = target.run(bounded(install, 1200), check=updated)
-    if not r.ok:  # stale lists (404s) or a package unknown to them: refresh once and retry
-        target.run(bounded([*env, "apt-get", "update", "-q"], 600))
-        updated = True
-        target.run(bounded(install, 1200))
-    target.run(["apt-get", "clean"])  # the downloaded .debs (~200 MB) have no place in an image
+    updated = apt_install(target, prof.packages, 1200)
     return True, f"installed {' '.join(missing)} (ceph {_ceph_version(target)}){' after apt-get update' if updated else ''}"
 
 

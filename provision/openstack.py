@@ -52,7 +52,7 @@ from .openstack_conf import (
     uwsgi_ini_path,
 )
 from .settings import Settings
-from .steps import FnStep, Step, missing_packages
+from .steps import FnStep, Step, apt_install, missing_packages
 from .target import Result, Target, command_line
 
 Log = Callable[[str], None]
@@ -511,20 +511,14 @@ def install_packages(target: Target, prof: OpenStackProfile) -> tuple[bool, str]
     missing = missing_packages(target, prof.packages)
     if not missing:
         return False, f"{len(prof.packages)} packages installed"
-    env = ["env", "DEBIAN_FRONTEND=noninteractive"]
-    install = [*env, "apt-get", "install", "-y", "-q", "--no-install-recommends", *prof.packages]
     ours = not target.exists(POLICY_RC_D)
     if ours:
         target.put(POLICY_RC_D, POLICY_RC_D_TEXT, 0o755)
     try:
-        r = target.run(bounded(install, 1800), check=False)
-        if not r.ok:  # stale lists: refresh once and retry
-            target.run(bounded([*env, "apt-get", "update", "-q"], 600))
-            target.run(bounded(install, 1800))
+        apt_install(target, prof.packages, 1800)
     finally:
         if ours:
             target.run(["rm", "-f", POLICY_RC_D])
-    target.run(bounded(["apt-get", "clean"], 120))
     return True, f"installed {len(missing)} missing of {len(prof.packages)} packages ({' '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})"
 
 

@@ -47,6 +47,26 @@ def missing_packages(target: Target, packages: Sequence[str]) -> list[str]:
     return [p for p in packages if p not in installed]
 
 
+def apt_install(target: Target, packages: Sequence[str], seconds: int) -> bool:
+    """``apt-get install`` without recommends, bounded; return True if the lists had to be refreshed.
+
+    ``apt-get update`` runs first only when there are no package lists, and once more when
+    the install fails on stale ones; the downloaded .debs are cleaned away afterwards.
+    """
+    env = ["env", "DEBIAN_FRONTEND=noninteractive"]
+    install = [*env, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    update = [*env, "apt-get", "update", "-q"]
+    updated = not target.run("ls /var/lib/apt/lists/ | grep -q '_Packages'", check=False).ok
+    if updated:
+        target.run(update, timeout=600)
+    if not target.run(install, check=updated, timeout=seconds).ok:  # stale lists (404s) or an unknown package
+        target.run(update, timeout=600)
+        updated = True
+        target.run(install, timeout=seconds)
+    target.run(["apt-get", "clean"], timeout=120)  # the downloaded .debs have no place in an image
+    return updated
+
+
 class Step(Protocol):
     """A provisioning step: ``apply(target, settings)`` is idempotent."""
 
