@@ -51,9 +51,17 @@ RUN_OPTIONS: dict[str, Any] = {
     "cap_add": ["ALL"],
     "cap_drop": ["SYS_RESOURCE"],
     "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+    # Docker's read-only paths without /proc/sys: writable, as on an instance (os-vif sets
+    # per-bridge sysctls when Nova plugs a guest's NIC; they belong to the container's network
+    # namespace).
+    "readonly_paths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-trigger"],
     "cgroupns": "private",
     "tmpfs": {"/run": "rw,mode=755", "/run/lock": "rw", "/tmp": "rw,exec,mode=1777"},
     "stop_signal": "SIGRTMIN+3",
+    # An EC2 instance has /dev/net/tun (libvirt plugs each guest's NIC in as a tap device);
+    # a container only has it when given. /dev/kvm is not given: KVM is unusable nested here,
+    # so Nova runs its guests under TCG (openstack-notes.md).
+    "devices": ["/dev/net/tun:/dev/net/tun:rwm"],
 }
 
 
@@ -231,7 +239,9 @@ class Sim:
             mem_limit=f"{memory_mib}m", memswap_limit=f"{memory_mib}m",
             cap_add=RUN_OPTIONS["cap_add"], cap_drop=RUN_OPTIONS["cap_drop"], security_opt=RUN_OPTIONS["security_opt"],
             tmpfs=RUN_OPTIONS["tmpfs"], network_mode=NETWORK, cgroupns=RUN_OPTIONS["cgroupns"],
+            devices=RUN_OPTIONS["devices"],
         )
+        host_config["ReadonlyPaths"] = RUN_OPTIONS["readonly_paths"]  # not a create_host_config argument
         net = api.create_networking_config({NETWORK: api.create_endpoint_config(ipv4_address=ip)})
         hostname = inst.get("PrivateDnsName", "").split(".")[0] or name
         api.create_container(
