@@ -83,6 +83,8 @@ BUILD_SECRETS: tuple[str, ...] = (
     "/etc/keystone/fernet-keys/*",
     "/etc/keystone/credential-keys/*",
     "/etc/libvirt/secrets/*.base64",
+    # The dashboard package's own Django key store (made on first use; ours is per instance).
+    "/var/lib/openstack-dashboard/secret-key/*",
 )
 
 #: Allow-list entries for the keyrings ``provision.ceph_boot.rotate_keys`` gives new keys
@@ -106,6 +108,8 @@ SECRET_DIRS: tuple[str, ...] = ("/etc", "/root", "/home", "/var/lib", "/opt", "/
 SERVICE_CONF_DIRS: tuple[str, ...] = tuple(
     f"/etc/{s}" for s in ("keystone", "glance", "cinder", "nova", "neutron", "placement")
 )
+#: The dashboard's settings (Python files) are scanned for a Django ``SECRET_KEY`` literal.
+DASHBOARD_DIRS: tuple[str, ...] = ("/etc/openstack-dashboard",)
 #: Shell and REPL history files, by name, of any user.
 HISTORY_FILES: tuple[str, ...] = (
     ".bash_history",
@@ -140,6 +144,8 @@ PRIVATE_KEY_ERE = r"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----[[:space:]]*($|\\n|\
 CEPHX_ERE = r"^[[:space:]]*key[[:space:]]*=[[:space:]]*AQ[A-Za-z0-9+/]{20,}"
 #: ``password = x``, ``admin_password = x``, ``memcache_secret_key = x``, ...
 OS_OPTION_ERE = r"^[[:space:]]*[A-Za-z0-9_]*(password|secret_key|shared_secret)[[:space:]]*=[[:space:]]*[^[:space:]]"
+#: ``SECRET_KEY = 'x...'``: a Django key given as a literal (an empty ``''`` is not one).
+DJANGO_KEY_ERE = r"""^[[:space:]]*SECRET_KEY[[:space:]]*=[[:space:]]*['"][^'"]"""
 #: ``connection = mysql+pymysql://user:PASS@host``, ``transport_url = rabbit://user:PASS@host``.
 OS_URL_ERE = r"^[[:space:]]*[^#;[:space:]][^=]*=.*://[^/:@[:space:]]*:[^/@[:space:]]+@"
 OPENRC_ERE = r"""^[[:space:]]*(export[[:space:]]+)?OS_PASSWORD=("[^"]+"|'[^']+'|[^[:space:]"'])"""
@@ -159,6 +165,7 @@ CONTENT_SECTIONS: dict[str, tuple[str, str]] = {
     "os-url": ("openstack-password", "URL with a user:password@"),
     "openrc": ("openstack-password", "OS_PASSWORD with a value"),
     "clouds": ("openstack-password", "password: in a clouds.yaml"),
+    "django-key": ("openstack-password", "Django SECRET_KEY with a value"),
     "aws-key-id": ("aws-credentials", "AWS access key id (AKIA...)"),
     "aws-secret": ("aws-credentials", "aws_secret_access_key with a value"),
 }
@@ -397,6 +404,8 @@ def scan_command(root: str = "/", secrets: Sequence[str] = BUILD_SECRETS, max_by
         _grep_files([*secret_dirs, "-type", "f", "-name", "*openrc*"], ["-E", "-e", OPENRC_ERE]),
         section_marker("clouds"),
         _grep_files([*secret_dirs, "-type", "f", "(", "-name", "clouds.yaml", "-o", "-name", "secure.yaml", ")"], ["-E", "-e", CLOUDS_ERE]),
+        section_marker("django-key"),
+        _grep_files([*[on_root(root, d) for d in DASHBOARD_DIRS], "-type", "f", "-name", "*.py"], ["-E", "-e", DJANGO_KEY_ERE]),
         section_marker("aws-key-id"),
         _either(_grep_files(in_dirs, ["-P", "-e", AKIA_PCRE]), _grep_files(in_dirs, ["-E", "-e", AKIA_ERE])),
         section_marker("aws-secret"),

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .exceptions import MetadataError, ProvisionError
+from .openstack import AGENT_UNITS, COMPUTE_API_UNITS
 from .settings import Settings, apply_overrides
 from .steps import StepResult
 from .target import Target
@@ -118,7 +119,7 @@ def jobs(settings: Settings) -> list[BootJob]:
             "Give this instance its own OpenStack passwords, Fernet keys and libvirt secret (once per instance-id)",
             "provision.boot_jobs:openstack_secrets_job",
             after=("coa-ceph-keys.service", "mariadb.service", "rabbitmq-server.service", "libvirtd.service"),
-            before=(*OPENSTACK_UNITS, "coa-openstack-endpoints.service"),
+            before=(*OPENSTACK_UNITS, *AGENT_UNITS, "coa-openstack-endpoints.service"),
         ),
         BootJob(
             "openstack-endpoints",
@@ -126,7 +127,7 @@ def jobs(settings: Settings) -> list[BootJob]:
             "Point the OpenStack configuration and catalog at this boot's address and public name",
             "provision.boot_jobs:openstack_endpoints_job",
             after=("coa-hostname.service", "coa-openstack-secrets.service", "mariadb.service", "keystone.service", "apache2.service"),
-            before=(*(u for u in OPENSTACK_UNITS if u not in ("keystone.service", "apache2.service")), "coa-openstack-boot-volume.service"),
+            before=(*(u for u in OPENSTACK_UNITS if u not in ("keystone.service", "apache2.service")), *AGENT_UNITS, "coa-openstack-boot-volume.service"),
         ),
         BootJob(
             "openstack-boot-volume",
@@ -134,6 +135,13 @@ def jobs(settings: Settings) -> list[BootJob]:
             "Create this instance's bootable volume from the golden image, exactly once",
             "provision.boot_jobs:openstack_boot_volume_job",
             after=("coa-openstack-endpoints.service", *OPENSTACK_UNITS, *ceph_units),
+        ),
+        BootJob(
+            "openstack-demo-server",
+            "boot",
+            "Keep one demo server booted by this instance from its bootable volume (never a second one)",
+            "provision.boot_jobs:openstack_demo_server_job",
+            after=("coa-openstack-boot-volume.service", *OPENSTACK_UNITS, *COMPUTE_UNITS),
         ),
     ]
 
@@ -146,7 +154,10 @@ OPENSTACK_UNITS = (
     "cinder-api.service",
     "cinder-scheduler.service",
     "cinder-volume.service",
+    *COMPUTE_API_UNITS,
 )
+#: Units the demo server needs beyond the APIs (the hypervisor side and the guests' network).
+COMPUTE_UNITS = ("libvirtd.service", *AGENT_UNITS, "ceph-openstack-ami-guest-net.service")
 
 
 def load_settings(path: str = SETTINGS_PATH) -> Settings:

@@ -57,3 +57,10 @@ def openstack_boot_volume_job(ctx: BootContext) -> StepResult:
     from .openstack_boot import ensure_boot_volume
 
     return ensure_boot_volume(ctx.target, ctx.settings, ctx.info, ctx.log)
+
+
+def openstack_demo_server_job(ctx: BootContext) -> StepResult:
+    """One demo server of this instance, booted from its bootable volume, running (every boot; never a second one)."""
+    from .openstack_boot import ensure_demo_server
+
+    return ensure_demo_server(ctx.target, ctx.settings, ctx.info, ctx.log)

@@ -39,8 +39,25 @@ from .openstack_conf import (
     parse_virsh_secret_list,
     plan_database,
     plan_rabbit,
+    DASHBOARD_OVERRIDES,
+    DASHBOARD_SETTINGS,
+    DASHBOARD_SITE,
+    render_guest_net_unit,
     render_cinder_conf,
+    render_consoleproxy_default,
+    render_dashboard_overrides,
+    render_dashboard_settings,
+    render_dashboard_site,
     render_default_file,
+    render_dhcp_agent_ini,
+    render_libvirtd_conf,
+    render_libvirtd_socket_dropin,
+    render_linuxbridge_agent_ini,
+    render_ml2_conf,
+    render_neutron_conf,
+    render_nova_compute_conf,
+    render_nova_conf,
+    render_placement_conf,
     render_glance_api_conf,
     render_keystone_conf,
     render_libvirt_secret_xml,
@@ -48,6 +65,7 @@ from .openstack_conf import (
     render_openrc,
     render_rabbitmq_env,
     render_uwsgi_ini,
+    sql_string,
     uwsgi_apps,
     uwsgi_ini_path,
 )
@@ -89,11 +107,29 @@ class OpenStackProfile:
     #: LIO target restore, disk health daemons, libvirt guest shutdown): disabled to save
     #: memory and boot time.
     unneeded_units: tuple[str, ...] = ()
+    #: Placement, the Nova control plane and console proxy, the Neutron server.
+    compute_api_units: tuple[str, ...] = ()
+    #: nova-compute and Neutron's agents (after the guests' bridge).
+    agent_units: tuple[str, ...] = ()
+    placement_unit: str = "placement-api.service"
+    dashboard_unit: str = "apache2.service"
+    #: Ours, but not a boot job (the agent removes unknown coa-* units): the guests' network link.
+    guest_net_unit: str = "ceph-openstack-ami-guest-net.service"
 
     @property
     def service_units(self) -> tuple[str, ...]:
         """Every OpenStack API/worker unit."""
-        return (self.keystone_unit, self.glance_unit, *self.cinder_units)
+        return (self.keystone_unit, self.glance_unit, *self.cinder_units, *self.compute_api_units, *self.agent_units, self.dashboard_unit)
+
+    @property
+    def nova_units(self) -> tuple[str, ...]:
+        """The units reading nova.conf."""
+        return tuple(u for u in (*self.compute_api_units, *self.agent_units) if u.startswith("nova-"))
+
+    @property
+    def neutron_units(self) -> tuple[str, ...]:
+        """The units reading neutron.conf."""
+        return tuple(u for u in (*self.compute_api_units, *self.agent_units) if u.startswith("neutron-"))
 
     @property
     def all_units(self) -> tuple[str, ...]:
@@ -115,6 +151,36 @@ _COMMON_PACKAGES = (
     "libvirt-clients",
     "python3-rbd",
     "ceph-common",
+    "placement-api",
+    "nova-api",
+    "nova-conductor",
+    "nova-scheduler",
+    "nova-consoleproxy",
+    # nova-compute-kvm, not -qemu: the latter pulls every qemu-system emulator, and libvirtd's
+    # first start probes each (~45 s). virt_type follows /dev/kvm at boot (qemu without it).
+    "nova-compute-kvm",
+    "neutron-server",
+    "neutron-linuxbridge-agent",
+    "neutron-dhcp-agent",
+    "openstack-dashboard-apache",
+)
+#: Also the order of the boot jobs' units (provision/boot.py).
+COMPUTE_API_UNITS = (
+    "placement-api.service",
+    "nova-api.service",
+    "nova-conductor.service",
+    "nova-scheduler.service",
+    "nova-novncproxy.service",
+    "neutron-api.service",
+    "neutron-rpc-server.service",
+)
+AGENT_UNITS = ("nova-compute.service", "neutron-linuxbridge-agent.service", "neutron-dhcp-agent.service")
+_UNNEEDED_COMPUTE_UNITS = (
+    "nova-api-metadata.service",
+    "nova-serialproxy.service",
+    "nova-spicehtml5proxy.service",
+    "haproxy.service",
+    "apache-htcacheclean.service",
 )
 
 PROFILES: dict[str, OpenStackProfile] = {
@@ -124,8 +190,11 @@ PROFILES: dict[str, OpenStackProfile] = {
         keystone_unit="keystone.service",
         glance_unit="glance-api.service",
         cinder_units=("cinder-api.service", "cinder-scheduler.service", "cinder-volume.service"),
-        uwsgi_packages=("keystone", "cinder-api"),
+        uwsgi_packages=("keystone", "cinder-api", "placement-api", "nova-api", "neutron-api"),
+        compute_api_units=COMPUTE_API_UNITS,
+        agent_units=AGENT_UNITS,
         unneeded_units=(
+            *_UNNEEDED_COMPUTE_UNITS,
             "open-iscsi.service",
             "iscsid.socket",
             "rtslib-fb-targetctl.service",
@@ -144,7 +213,9 @@ PROFILES: dict[str, OpenStackProfile] = {
         keystone_unit="apache2.service",
         glance_unit="glance-api.service",
         cinder_units=("cinder-scheduler.service", "cinder-volume.service"),
-        unneeded_units=("open-iscsi.service", "iscsid.socket", "libvirt-guests.service"),
+        compute_api_units=COMPUTE_API_UNITS,
+        agent_units=AGENT_UNITS,
+        unneeded_units=(*_UNNEEDED_COMPUTE_UNITS, "open-iscsi.service", "iscsid.socket", "libvirt-guests.service"),
     ),
 }
 
@@ -384,12 +455,20 @@ class FileSpec:
     units: tuple[str, ...]
 
 
-def config_files(settings: Settings, prof: OpenStackProfile, sec: Secrets, addrs: Addresses) -> list[FileSpec]:
-    """The files holding secrets or addresses: 0640 root:<service group>, openrc 0600 root."""
+def config_files(settings: Settings, prof: OpenStackProfile, sec: Secrets, addrs: Addresses, kvm: bool = False) -> list[FileSpec]:
+    """The files holding secrets or addresses: 0640 root:<service group>, openrc 0600 root.
+
+    ``kvm``: the host has a usable /dev/kvm (``virt_type = auto`` picks kvm then).
+    """
     return [
         FileSpec("/etc/keystone/keystone.conf", render_keystone_conf(settings, sec), 0o640, "root", "keystone", (prof.keystone_unit,)),
         FileSpec("/etc/glance/glance-api.conf", render_glance_api_conf(settings, sec, addrs), 0o640, "root", "glance", (prof.glance_unit,)),
         FileSpec("/etc/cinder/cinder.conf", render_cinder_conf(settings, sec, addrs), 0o640, "root", "cinder", prof.cinder_units),
+        FileSpec("/etc/placement/placement.conf", render_placement_conf(settings, sec, addrs), 0o640, "root", "placement", (prof.placement_unit,)),
+        FileSpec("/etc/nova/nova.conf", render_nova_conf(settings, sec, addrs, kvm), 0o640, "root", "nova", prof.nova_units),
+        FileSpec("/etc/nova/nova-compute.conf", render_nova_compute_conf(settings, kvm), 0o640, "root", "nova", tuple(u for u in prof.agent_units if u.startswith("nova-"))),
+        FileSpec("/etc/neutron/neutron.conf", render_neutron_conf(settings, sec, addrs), 0o640, "root", "neutron", prof.neutron_units),
+        FileSpec(DASHBOARD_OVERRIDES, render_dashboard_overrides(settings, sec, addrs), 0o640, "root", "www-data", (prof.dashboard_unit,)),
         FileSpec(OPENRC_PATH, render_openrc(settings, sec, addrs), 0o600, "root", "root", ()),
     ]
 
@@ -404,7 +483,21 @@ def service_files(settings: Settings, prof: OpenStackProfile) -> list[FileSpec]:
     for package in prof.uwsgi_packages:
         unit = f"{package}.service"
         files.append(FileSpec(uwsgi_ini_path(package), render_uwsgi_ini(apps[package]), 0o644, "root", "root", (unit,)))
-        files.append(FileSpec(f"/etc/default/{package}", render_default_file(package), 0o644, "root", "root", (unit,)))
+        default = apps[package].default_name or package
+        files.append(FileSpec(f"/etc/default/{default}", render_default_file(package), 0o644, "root", "root", (unit,)))
+    if prof.agent_units:
+        neutron = prof.neutron_units
+        files += [
+            FileSpec("/etc/neutron/plugins/ml2/ml2_conf.ini", render_ml2_conf(settings), 0o644, "root", "neutron", neutron),
+            FileSpec("/etc/neutron/plugins/ml2/linuxbridge_agent.ini", render_linuxbridge_agent_ini(settings), 0o644, "root", "neutron", neutron),
+            FileSpec("/etc/neutron/dhcp_agent.ini", render_dhcp_agent_ini(settings), 0o644, "root", "neutron", neutron),
+            FileSpec("/etc/default/nova-consoleproxy", render_consoleproxy_default(), 0o644, "root", "root", ("nova-novncproxy.service",)),
+            FileSpec("/etc/libvirt/libvirtd.conf", render_libvirtd_conf(), 0o644, "root", "root", (prof.libvirt_unit,)),
+            FileSpec("/etc/systemd/system/libvirtd.socket.d/ceph-openstack-ami.conf", render_libvirtd_socket_dropin(), 0o644, "root", "root", ()),
+            FileSpec(f"/etc/systemd/system/{prof.guest_net_unit}", render_guest_net_unit(settings), 0o644, "root", "root", ()),
+            FileSpec(DASHBOARD_SETTINGS, render_dashboard_settings(), 0o644, "root", "root", (prof.dashboard_unit,)),
+            FileSpec(DASHBOARD_SITE, render_dashboard_site(settings), 0o644, "root", "root", (prof.dashboard_unit,)),
+        ]
     return files
 
 
@@ -413,9 +506,14 @@ def write_files(target: Target, files: list[FileSpec]) -> list[FileSpec]:
     return [f for f in files if target.put(f.path, f.content, f.mode, f.owner, f.group)]
 
 
+def kvm_usable(target: Target) -> bool:
+    """True when the host has a KVM device node (``virt_type = auto`` uses kvm then, qemu/TCG otherwise)."""
+    return target.run(["test", "-c", "/dev/kvm", "-a", "-w", "/dev/kvm"], check=False).ok
+
+
 def write_configs(target: Target, settings: Settings, prof: OpenStackProfile, sec: Secrets, addrs: Addresses) -> list[FileSpec]:
     """Render and write every secret- or address-bearing file; return the ones that changed."""
-    return write_files(target, config_files(settings, prof, sec, addrs))
+    return write_files(target, config_files(settings, prof, sec, addrs, kvm_usable(target)))
 
 
 def units_of(files: list[FileSpec]) -> list[str]:
@@ -541,6 +639,13 @@ def tune_services(target: Target, settings: Settings, prof: OpenStackProfile) ->
     if failed:  # one that failed before it was disabled (nvmf-autoconnect without the nvme-fabrics module) leaves systemd "degraded"
         target.run(["systemctl", "reset-failed", *failed], check=False)
         did.append("cleared the failed state of " + " ".join(failed))
+    if any(f.path.startswith("/etc/systemd/system/") for f in changed):
+        target.run(["systemctl", "daemon-reload"])
+    if any(f.path.startswith("/etc/systemd/system/libvirtd.socket.d/") for f in changed):
+        # A socket cannot be restarted under its running service: stop both, start the socket
+        # (libvirtd starts again on the first connection).
+        target.run(bounded(["systemctl", "stop", prof.libvirt_unit, "libvirtd.socket"], 120), check=False)
+        target.run(bounded(["systemctl", "start", "libvirtd.socket"], 60))
     restarted = restart_if_active(target, units_of(changed))
     if restarted:
         did.append("restarted " + " ".join(restarted))
@@ -557,7 +662,14 @@ def start_infrastructure(target: Target, settings: Settings, prof: OpenStackProf
 
 def ensure_secrets(target: Target, settings: Settings) -> tuple[bool, str]:
     """Generate this host's secrets when it has none (the boot agent renews them per instance)."""
-    if load_secrets(target, settings) is not None:
+    try:
+        text = target.read(secrets_path(settings)).decode()
+    except FileNotFoundError:
+        text = None
+    if text is not None:
+        sec = Secrets.from_json(text, complete=True)
+        if save_secrets(target, settings, sec):
+            return True, f"added the secrets this version needs to {secrets_path(settings)} (others kept)"
         return False, f"{secrets_path(settings)} present"
     save_secrets(target, settings, Secrets.generate())
     return True, f"generated {secrets_path(settings)} (root, 0600)"
@@ -586,20 +698,61 @@ def config_step(target: Target, settings: Settings, prof: OpenStackProfile, ip: 
     return True, detail + (f"; restarted {' '.join(restarted)}" if restarted else "")
 
 
-def db_sync_step(target: Target, settings: Settings) -> tuple[bool, str]:
+def db_sync_step(target: Target, settings: Settings, prof: OpenStackProfile) -> tuple[bool, str]:
     """Create the schemas of empty databases (as each service's user)."""
-    commands = {
-        "keystone": ("keystone", ["keystone-manage", "db_sync"]),
-        "glance": ("glance", ["glance-manage", "db_sync"]),
-        "cinder": ("cinder", ["cinder-manage", "db", "sync"]),
+    neutron_conf = ["--config-file", "/etc/neutron/neutron.conf", "--config-file", "/etc/neutron/plugins/ml2/ml2_conf.ini"]
+    commands: dict[str, list[tuple[str, list[str]]]] = {
+        "keystone": [("keystone", ["keystone-manage", "db_sync"])],
+        "glance": [("glance", ["glance-manage", "db_sync"])],
+        "cinder": [("cinder", ["cinder-manage", "db", "sync"])],
+        "placement": [("placement", ["placement-manage", "db", "sync"])],
+        # The API database, then the cell mappings (cell0 and cell1), then every cell's schema.
+        "nova_api": [("nova", ["nova-manage", "api_db", "sync"]), ("nova", ["nova-manage", "cell_v2", "map_cell0"])],
+        "nova": [("nova", ["sh", "-c", "nova-manage cell_v2 list_cells | grep -q ' cell1 ' || nova-manage cell_v2 create_cell --name cell1"]),
+                 ("nova", ["nova-manage", "db", "sync"])],
+        "nova_cell0": [],  # made by `nova-manage db sync`
+        "neutron": [("neutron", ["neutron-db-manage", *neutron_conf, "upgrade", "heads"])],
     }
     did = []
-    for db, _ in DATABASES:
-        if table_count(target, db) == 0:
-            user, argv = commands[db]
-            manage(target, user, argv, 600)
+    for db, _, _ in DATABASES:
+        if commands[db] and table_count(target, db) == 0:
+            for user, argv in commands[db]:
+                manage(target, user, argv, 900)
             did.append(f"{db} schema created")
-    return (True, "; ".join(did)) if did else (False, "schemas of keystone, glance, cinder exist")
+    cells = ensure_cell_templates(target)
+    if cells:
+        restart_if_active(target, list(prof.nova_units))  # they cache the mappings
+    did += cells
+    return (True, "; ".join(did)) if did else (False, "schemas of " + ", ".join(db for db, _, _ in DATABASES) + " exist")
+
+
+#: Nova's cell mappings as templates, filled in by each service from its own nova.conf: the
+#: mappings then hold no password, and follow the per-instance rotation of the database and
+#: RabbitMQ passwords (a literal URL would keep the builder's).
+CELL_DB_TEMPLATES = {
+    "cell0": "{scheme}://{username}:{password}@{hostname}/nova_cell0?{query}",
+    "cell1": "{scheme}://{username}:{password}@{hostname}/{path}?{query}",
+}
+CELL_MQ_TEMPLATE = "{scheme}://{username}:{password}@{hostname}:{port}/{path}"
+
+
+def ensure_cell_templates(target: Target) -> list[str]:
+    """Point Nova's cell0 and cell1 mappings at templates (see :data:`CELL_DB_TEMPLATES`); what changed."""
+    rows = mysql(target, "SELECT name, database_connection, transport_url FROM nova_api.cell_mappings;\n").stdout
+    did = []
+    for line in rows.splitlines():
+        name, db_url, mq_url = (line.split("\t") + ["", "", ""])[:3]
+        if name not in CELL_DB_TEMPLATES:
+            continue
+        sets = []
+        if db_url != CELL_DB_TEMPLATES[name]:
+            sets.append(f"database_connection = {sql_string(CELL_DB_TEMPLATES[name])}")
+        if name != "cell0" and mq_url != CELL_MQ_TEMPLATE:
+            sets.append(f"transport_url = {sql_string(CELL_MQ_TEMPLATE)}")
+        if sets:
+            mysql(target, f"UPDATE nova_api.cell_mappings SET {', '.join(sets)} WHERE name = {sql_string(name)};\n")
+            did.append(f"cell {name} mapped by template (no password stored)")
+    return did
 
 
 def keystone_step(target: Target, settings: Settings, prof: OpenStackProfile) -> tuple[bool, str]:
@@ -631,7 +784,7 @@ def catalog_step(target: Target, settings: Settings, ip: str) -> tuple[bool, str
 
 
 def services_step(target: Target, settings: Settings, prof: OpenStackProfile) -> tuple[bool, str]:
-    """Glance, Cinder and libvirt enabled and running; the APIs answer."""
+    """Glance, Cinder and libvirt enabled and running; the APIs answer (Nova, Neutron: :func:`compute_step`)."""
     did = ensure_running(target, [prof.libvirt_unit, prof.glance_unit, *prof.cinder_units])
     agent(target, "wait-apis")
     return (True, "; ".join(did)) if did else (False, "glance, cinder and libvirt running; APIs answer")
@@ -660,6 +813,67 @@ def guest_step(target: Target, settings: Settings) -> tuple[bool, str]:
     return True, f"{detail}; registered as image {r.get('id')} in pool {settings.image_pool}"
 
 
+def nova_host_mapped(target: Target, settings: Settings) -> bool:
+    """True when Nova's cell mappings know this compute host."""
+    r = target.run(bounded(["runuser", "-u", "nova", "--", "nova-manage", "cell_v2", "list_hosts"], 120), check=False)
+    return r.ok and f" {settings.hostname} " in r.stdout
+
+
+def compute_step(target: Target, settings: Settings, prof: OpenStackProfile) -> tuple[bool, str]:
+    """The guests' network link, Placement, Nova and Neutron running; this host mapped in cell1; agents alive."""
+    did = ensure_running(target, [prof.guest_net_unit, *prof.compute_api_units, *prof.agent_units])
+    if not nova_host_mapped(target, settings):
+        def discovered() -> bool:
+            manage(target, "nova", ["nova-manage", "cell_v2", "discover_hosts"], 120)
+            return nova_host_mapped(target, settings)
+
+        waited = wait_for(f"nova-compute on {settings.hostname} to register", discovered, settings.openstack.start_timeout_s, 3.0)
+        did.append(f"mapped compute host {settings.hostname} in cell1 (after {waited:.0f}s)")
+    r = agent(target, "wait-compute", "--timeout", str(settings.openstack.start_timeout_s))
+    detail = f"compute and network agents ready (waited {float(r.get('waited', 0)):.0f}s)"
+    return (True, "; ".join(did + [detail])) if did else (False, detail)
+
+
+def network_step(target: Target, settings: Settings) -> tuple[bool, str]:
+    """The guests' flat network with DHCP, and the demo flavor (through the API on the host)."""
+    r = agent(target, "network")
+    return bool(r.get("changed")), str(r.get("detail", ""))
+
+
+#: Apache sites of the packages that the dashboard site replaces (the default page, TLS with a
+#: snakeoil certificate, the dashboard under /horizon).
+PACKAGE_SITES = ("000-default", "default-ssl", "openstack-dashboard-alias-only", "openstack-dashboard", "openstack-dashboard-ssl", "openstack-dashboard-ssl-redirect")
+
+
+COMPRESS_STAMP = "/var/lib/openstack-dashboard/static/.ceph-openstack-ami-compressed"
+COMPRESS_STAMP_TEXT = "WEBROOT=/"
+
+
+def dashboard_step(target: Target, settings: Settings, prof: OpenStackProfile) -> tuple[bool, str]:
+    """The dashboard at ``/`` (Apache, our site only) running; its login page answers."""
+    did = []
+    enabled = target.run("ls /etc/apache2/sites-enabled/ 2>/dev/null", check=False).stdout.split()
+    drop = [site for site in PACKAGE_SITES if f"{site}.conf" in enabled]
+    if drop:
+        target.run(["a2dissite", "-q", *drop])
+        did.append("disabled sites " + " ".join(drop))
+    if "coa-dashboard.conf" not in enabled:
+        target.run(["a2ensite", "-q", "coa-dashboard"])
+        did.append("enabled site coa-dashboard")
+    # The package compressed its pages for /horizon; at / their keys differ: compress again (once).
+    if target.run(["grep", "-qx", COMPRESS_STAMP_TEXT, COMPRESS_STAMP], check=False).exit_code != 0:
+        target.run("cd /usr/share/openstack-dashboard && timeout -k 5 600 python3 manage.py compress --force >/dev/null 2>&1")
+        target.put(COMPRESS_STAMP, COMPRESS_STAMP_TEXT + "\n", 0o644)
+        did.append("compressed the dashboard's static files for /")
+    if did:
+        restart_if_active(target, [prof.dashboard_unit])
+    did += ensure_running(target, [prof.dashboard_unit])
+    url = f"http://127.0.0.1:{settings.openstack.dashboard_port}/auth/login/"
+    probe = "curl -s -o /dev/null -w '%%{http_code}' --max-time 20 %s"
+    wait_for(f"the dashboard to answer at {url}", lambda: target.run(probe, url, check=False).stdout.strip() == "200", 180, 2.0)
+    return (True, "; ".join(did)) if did else (False, f"dashboard answers at {url}")
+
+
 def steps(settings: Settings, profile_name: str, ip: str) -> list[Step]:
     """The provisioning steps, after the Ceph steps, for the instance at ``ip`` (its private IPv4)."""
     prof = profile(profile_name)
@@ -671,10 +885,13 @@ def steps(settings: Settings, profile_name: str, ip: str) -> list[Step]:
         FnStep("openstack.database", database_step),
         FnStep("openstack.broker", broker_step),
         FnStep("openstack.config", lambda t, s: config_step(t, s, prof, ip)),
-        FnStep("openstack.db-sync", db_sync_step),
+        FnStep("openstack.db-sync", lambda t, s: db_sync_step(t, s, prof)),
         FnStep("openstack.keystone", lambda t, s: keystone_step(t, s, prof)),
         FnStep("openstack.catalog", lambda t, s: catalog_step(t, s, ip)),
         FnStep("openstack.libvirt-secret", libvirt_step),
         FnStep("openstack.services", lambda t, s: services_step(t, s, prof)),
         FnStep("openstack.guest-image", guest_step),
+        FnStep("openstack.compute", lambda t, s: compute_step(t, s, prof)),
+        FnStep("openstack.network", network_step),
+        FnStep("openstack.dashboard", lambda t, s: dashboard_step(t, s, prof)),
     ]

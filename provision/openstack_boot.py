@@ -40,6 +40,7 @@ from .openstack_conf import (
     ADMIN_USER,
     DOMAIN,
     SERVICE_PROJECT,
+    SERVICE_ROLE,
     SERVICE_USERS,
     SERVICES,
     Addresses,
@@ -47,8 +48,10 @@ from .openstack_conf import (
     Secrets,
     console_line,
     desired_endpoints,
+    INSTANCE_KEY,
     pick_image,
     plan_boot_volume,
+    plan_demo_server,
     plan_catalog,
 )
 from .settings import Settings
@@ -96,13 +99,14 @@ def http(
     data: Any = None,
     length: int | None = None,
     ok: Iterable[int] = (200, 201, 202, 204),
+    extra_headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], Any]:
     """One HTTP request to a local API: JSON in and out, no proxy, bounded by ``timeout``.
 
     Raises:
         Unreachable: no answer. HttpError: a status outside ``ok``.
     """
-    headers = {"Accept": "application/json"}
+    headers = {"Accept": "application/json", **(extra_headers or {})}
     if token:
         headers["X-Auth-Token"] = token
     payload = data
@@ -196,7 +200,10 @@ class Cloud:
     def _login(self) -> None:
         self.token, body = get_token(self.settings, ADMIN_USER, self._password, ADMIN_PROJECT)
         self.project_id = body.get("project", {}).get("id", "")
-        self.cinder = f"http://{LOCAL}:{self.settings.openstack.cinder_port}/v3/{self.project_id}"
+        o = self.settings.openstack
+        self.cinder = f"http://{LOCAL}:{o.cinder_port}/v3/{self.project_id}"
+        self.nova = f"http://{LOCAL}:{o.nova_port}/v2.1"
+        self.neutron = f"http://{LOCAL}:{o.neutron_port}/v2.0"
 
     def _send(self, method: str, url: str, body: Any, ok: Iterable[int], kw: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
         deadline = time.monotonic() + self.retry_s
@@ -204,7 +211,7 @@ class Cloud:
         while True:
             try:
                 return http(method, url, body, token=self.token, timeout=kw.get("timeout", self.timeout), ok=ok,
-                            data=kw.get("data"), length=kw.get("length"))
+                            data=kw.get("data"), length=kw.get("length"), extra_headers=kw.get("headers"))
             except Unreachable as e:
                 if (method == "POST" and e.sent) or kw.get("data") is not None or time.monotonic() > deadline:
                     raise
@@ -264,6 +271,12 @@ def ensure_keystone_resources(cloud: Cloud, settings: Settings, sec: Secrets, ad
     if not roles:
         raise OpenStackError(f"Keystone has no role {ADMIN_ROLE!r}", hint="keystone-manage bootstrap makes it")
     role_id = str(roles[0]["id"])
+    service_roles = cloud.find("roles", name=SERVICE_ROLE)
+    if service_roles:
+        service_role_id = str(service_roles[0]["id"])
+    else:
+        service_role_id = str(cloud.call("POST", f"{cloud.keystone}/roles", {"role": {"name": SERVICE_ROLE}})["role"]["id"])
+        did.append(f"created role {SERVICE_ROLE}")
     for user, attr in SERVICE_USERS:
         password = getattr(sec, attr)
         found = cloud.find("users", name=user, domain_id=domain)
@@ -276,10 +289,11 @@ def ensure_keystone_resources(cloud: Cloud, settings: Settings, sec: Secrets, ad
             if not osp_retry(lambda: can_authenticate(settings, user, password), RETRY_S):
                 cloud.call("PATCH", f"{cloud.keystone}/users/{user_id}", {"user": {"password": password, "enabled": True}})
                 did.append(f"new password for user {user}")
-        grant = f"{cloud.keystone}/projects/{project_id}/users/{user_id}/roles/{role_id}"
-        if cloud.status("HEAD", grant) != 204:
-            cloud.call("PUT", grant)
-            did.append(f"role {ADMIN_ROLE} for {user} on {SERVICE_PROJECT}")
+        for rid, rname in ((role_id, ADMIN_ROLE), (service_role_id, SERVICE_ROLE)):
+            grant = f"{cloud.keystone}/projects/{project_id}/users/{user_id}/roles/{rid}"
+            if cloud.status("HEAD", grant) != 204:
+                cloud.call("PUT", grant)
+                did.append(f"role {rname} for {user} on {SERVICE_PROJECT}")
     did += ensure_catalog(cloud, settings, addrs)
     return did
 
@@ -575,6 +589,178 @@ def ensure_boot_volume(target: Target, settings: Settings, info: Any, log: Log =
         time.sleep(1.0 if (plan.wait or plan.create) else 0.2)
 
 
+# --- compute and network ------------------------------------------------------------------------------
+#: Nova API microversion for the demo server's requests (2.37: ``networks`` is required, "none"/"auto" allowed).
+NOVA_MICROVERSION = {"X-OpenStack-Nova-API-Version": "2.37"}
+
+
+def compute_ready(cloud: Cloud) -> str | None:
+    """None when nova-compute is up and its hypervisor mapped, and Neutron's L2 and DHCP agents are alive; else what is missing."""
+    try:
+        services = cloud.call("GET", f"{cloud.nova}/os-services?binary=nova-compute").get("services", [])
+        if not any(s.get("state") == "up" and s.get("status") == "enabled" for s in services):
+            return "nova-compute is not up"
+        if not cloud.call("GET", f"{cloud.nova}/os-hypervisors").get("hypervisors"):
+            return "no hypervisor mapped (nova-manage cell_v2 discover_hosts)"
+        agents = cloud.call("GET", f"{cloud.neutron}/agents").get("agents", [])
+        alive = {a.get("binary") for a in agents if a.get("alive") and a.get("admin_state_up")}
+        missing = [b for b in ("neutron-linuxbridge-agent", "neutron-dhcp-agent") if b not in alive]
+        if missing:
+            return " and ".join(missing) + " not alive"
+    except (Unreachable, HttpError) as e:
+        return str(e).splitlines()[0][:160]
+    return None
+
+
+def wait_compute(cloud: Cloud, timeout: float) -> float:
+    """Wait until :func:`compute_ready`; the seconds waited (OpenStackError naming what is missing)."""
+    start = time.monotonic()
+    why: list[str | None] = [None]
+
+    def probe() -> bool:
+        why[0] = compute_ready(cloud)
+        return why[0] is None
+
+    try:
+        return osp.wait_for("Nova compute and Neutron's agents", probe, timeout, 1.0)
+    except ProvisionError:
+        raise OpenStackError(f"Compute not ready after {time.monotonic() - start:.0f}s: {why[0]}", hint="see `journalctl -u nova-compute -u neutron-linuxbridge-agent -u neutron-dhcp-agent`") from None
+
+
+def ensure_network(cloud: Cloud, settings: Settings) -> list[str]:
+    """The guests' flat provider network and its DHCP subnet, and the demo flavor; what was made."""
+    o = settings.openstack
+    did: list[str] = []
+    nets = cloud.call("GET", f"{cloud.neutron}/networks?{urllib.parse.urlencode({'name': o.network_name})}").get("networks", [])
+    if nets:
+        net_id = str(sorted(nets, key=lambda n: str(n.get("created_at", "")))[0]["id"])
+    else:
+        body = {"network": {"name": o.network_name, "shared": True, "provider:network_type": "flat",
+                            "provider:physical_network": o.provider_physnet, "port_security_enabled": False}}
+        net_id = str(cloud.call("POST", f"{cloud.neutron}/networks", body)["network"]["id"])
+        did.append(f"created network {o.network_name} (flat on {o.provider_physnet})")
+    subnets = cloud.call("GET", f"{cloud.neutron}/subnets?network_id={net_id}").get("subnets", [])
+    if not subnets:
+        first, last = o.provider_pool
+        body = {"subnet": {"name": o.network_name + "-v4", "network_id": net_id, "ip_version": 4, "cidr": o.provider_cidr,
+                           "gateway_ip": o.provider_gateway, "enable_dhcp": True,
+                           "allocation_pools": [{"start": first, "end": last}], "dns_nameservers": []}}
+        cloud.call("POST", f"{cloud.neutron}/subnets", body)
+        did.append(f"created subnet {o.provider_cidr} (DHCP {first}-{last})")
+    flavors = cloud.call("GET", f"{cloud.nova}/flavors/detail?is_public=None").get("flavors", [])
+    if not any(f.get("name") == o.flavor_name for f in flavors):
+        body = {"flavor": {"name": o.flavor_name, "ram": o.flavor_ram_mib, "vcpus": o.flavor_vcpus, "disk": 0, "os-flavor-access:is_public": True}}
+        cloud.call("POST", f"{cloud.nova}/flavors", body)
+        did.append(f"created flavor {o.flavor_name} ({o.flavor_ram_mib} MiB, {o.flavor_vcpus} vCPU, boots from a volume)")
+    return did
+
+
+def network_id(cloud: Cloud, settings: Settings) -> str:
+    """The id of the guests' network (OpenStackError when provisioning never made it)."""
+    name = settings.openstack.network_name
+    nets = cloud.call("GET", f"{cloud.neutron}/networks?{urllib.parse.urlencode({'name': name})}").get("networks", [])
+    if not nets:
+        raise OpenStackError(f"Network {name!r} does not exist", hint="re-run provisioning")
+    return str(sorted(nets, key=lambda n: str(n.get("created_at", "")))[0]["id"])
+
+
+def flavor_id(cloud: Cloud, settings: Settings) -> str:
+    """The id of the demo flavor."""
+    name = settings.openstack.flavor_name
+    for f in cloud.call("GET", f"{cloud.nova}/flavors/detail?is_public=None").get("flavors", []):
+        if f.get("name") == name:
+            return str(f["id"])
+    raise OpenStackError(f"Flavor {name!r} does not exist", hint="re-run provisioning")
+
+
+def list_servers(cloud: Cloud, name: str) -> list[dict[str, Any]]:
+    """The admin project's servers called exactly ``name`` (detail view)."""
+    q = urllib.parse.urlencode({"name": f"^{name}$"})
+    return [s for s in cloud.call("GET", f"{cloud.nova}/servers/detail?{q}").get("servers", []) if s.get("name") == name]
+
+
+def release_orphaned(cloud: Cloud, volume: dict[str, Any], log: Log) -> bool:
+    """Detach ``volume`` from servers that no longer exist (a build that failed half-way can leave that); True if it did.
+
+    Only an admin status reset clears such an attachment: Cinder refuses to delete the
+    attachment of a server it believes Nova still uses unless Nova itself asks.
+    """
+    servers = [a.get("server_id") for a in volume.get("attachments", []) if a.get("server_id")]
+    if volume.get("status") != "in-use" or not servers:
+        return False
+    if any(cloud.status("GET", f"{cloud.nova}/servers/{sid}") != 404 for sid in servers):
+        return False
+    log(f"volume {volume['id']} is attached to deleted server(s) {', '.join(servers)}: resetting it to available")
+    body = {"os-reset_status": {"status": "available", "attach_status": "detached"}}
+    cloud.call("POST", f"{cloud.cinder}/volumes/{volume['id']}/action", body, ok=(202,))
+    return True
+
+
+def ensure_demo_server(target: Target, settings: Settings, info: Any, log: Log = _print) -> StepResult:
+    """One demo server, booted by this instance from its bootable volume, running; never a second one.
+
+    Unit ordering: every boot, ``After=`` the boot volume job and the Nova and Neutron units.
+    On a reboot, Nova resumes the server itself (``resume_guests_state_on_host_boot``) and
+    this finds it; on a new instance the previous instance's server is deleted first (its
+    volume connection names the old monitor address and libvirt secret) and the volume,
+    detached by that, boots a new one.
+    """
+    start = time.monotonic()
+    o = settings.openstack
+    instance_id = str(getattr(info, "instance_id"))
+    sec = osp.require_secrets(target, settings)
+    cloud = _cloud(settings, sec, wait=o.start_timeout_s)
+    waited = wait_compute(cloud, o.start_timeout_s)
+    log(f"compute and network agents ready after {waited:.1f}s")
+    deadline = time.monotonic() + o.start_timeout_s
+    did: list[str] = []
+    created = 0
+    while True:
+        plan = plan_demo_server(list_servers(cloud, o.server_name), o.server_name, instance_id)
+        for sid in plan.delete:
+            if f"deleted {sid}" not in did:
+                log(f"deleting server {sid} ({plan.reason})")
+                did.append(f"deleted {sid}")
+            cloud.call("DELETE", f"{cloud.nova}/servers/{sid}", ok=(204, 404, 409))
+        if plan.keep and plan.start:
+            log(f"starting server {plan.keep} (it was stopped)")
+            cloud.call("POST", f"{cloud.nova}/servers/{plan.keep}/action", {"os-start": None}, ok=(202, 409))
+            did.append(f"started {plan.keep}")
+        if plan.keep and not plan.delete and not plan.start and not plan.wait:
+            server = cloud.call("GET", f"{cloud.nova}/servers/{plan.keep}")["server"]
+            if server.get("status") == "ACTIVE":
+                detail = f"{o.server_name} is server {plan.keep}, ACTIVE"
+                if created or did:
+                    return StepResult("openstack.demo-server", True, f"{detail} ({'; '.join(did)})", time.monotonic() - start)
+                log(f"unchanged: {detail}")
+                return StepResult("openstack.demo-server", False, detail, time.monotonic() - start)
+        if time.monotonic() > deadline:
+            raise OpenStackError(f"{o.server_name} did not become ACTIVE within {o.start_timeout_s}s: {plan.reason}",
+                                 hint="see `journalctl -u nova-compute` and `openstack server show`")
+        if plan.create:
+            if created >= 3:
+                raise OpenStackError(f"{o.server_name}: three boots failed", hint="see `journalctl -u nova-compute`")
+            all_vols = list_volumes(cloud, settings.boot_volume_name)
+            for v in all_vols:
+                if release_orphaned(cloud, v, log):
+                    did.append(f"released volume {v['id']} from a deleted server")
+            vols = [v for v in all_vols if v.get("status") == "available"]
+            if vols:
+                body = {"server": {
+                    "name": o.server_name,
+                    "flavorRef": flavor_id(cloud, settings),
+                    "networks": [{"uuid": network_id(cloud, settings)}],
+                    "block_device_mapping_v2": [{"boot_index": 0, "uuid": vols[0]["id"], "source_type": "volume",
+                                                 "destination_type": "volume", "delete_on_termination": False}],
+                    "metadata": {INSTANCE_KEY: instance_id},
+                }}
+                server = cloud.call("POST", f"{cloud.nova}/servers", body, headers=NOVA_MICROVERSION)["server"]
+                created += 1
+                log(f"booting server {server['id']} ({o.server_name}) from volume {vols[0]['id']}")
+                did.append(f"booted {server['id']} from volume {vols[0]['id']}")
+        time.sleep(1.0)
+
+
 # --- readiness checks (for provision.ready, through the agent) ---------------------------------------
 def check(settings: Settings, target: Target, what: str) -> tuple[bool, str]:
     """One readiness check: ``keystone`` (a token), ``glance``, ``cinder`` (they answer), ``boot-volume``."""
@@ -597,9 +783,37 @@ def check(settings: Settings, target: Target, what: str) -> tuple[bool, str]:
             ok = len(vols) == 1 and len(good) == 1
             states = ", ".join(f"{v['id'][:8]} {v.get('status')}" for v in vols) or "none"
             return ok, f"{settings.boot_volume_name}: {states}"
+        if what == "compute":
+            why = compute_ready(cloud)
+            return why is None, why or "nova-compute up, hypervisor mapped, Neutron agents alive"
+        if what == "demo-server":
+            return demo_server_state(cloud, settings, target)
     except (Unreachable, HttpError) as e:
         return False, str(e).splitlines()[0][:200]
     return False, f"unknown check {what!r}"
+
+
+def demo_server_state(cloud: Cloud, settings: Settings, target: Target) -> tuple[bool, str]:
+    """Exactly one demo server, ACTIVE, booted by this instance, its root disk the bootable volume."""
+    import json as _json
+
+    o = settings.openstack
+    servers = list_servers(cloud, o.server_name)
+    try:
+        instance_id = _json.loads(target.read(os.path.join(settings.state_dir, "last-metadata.json")).decode()).get("instance_id")
+    except (FileNotFoundError, ValueError):
+        instance_id = None
+    states = ", ".join(f"{s['id'][:8]} {s.get('status')}" for s in servers) or "none"
+    if len(servers) != 1:
+        return False, f"{o.server_name}: {states}"
+    server = servers[0]
+    if (server.get("metadata") or {}).get(INSTANCE_KEY) != instance_id:
+        return False, f"{o.server_name}: {states}, booted by another instance"
+    vols = {v["id"] for v in list_volumes(cloud, settings.boot_volume_name)}
+    attached = {a.get("id") for a in server.get("os-extended-volumes:volumes_attached", [])}
+    if not vols & attached:
+        return False, f"{o.server_name}: {states}, {settings.boot_volume_name} not attached"
+    return server.get("status") == "ACTIVE", f"{o.server_name}: {states}, root volume {settings.boot_volume_name}"
 
 
 # --- command line (used by provisioning through the Target) -----------------------------------------
@@ -623,7 +837,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--file", required=True)
     r.add_argument("--description", default="")
     c = sub.add_parser("check", help="one readiness check")
-    c.add_argument("what", choices=["keystone", "glance", "cinder", "boot-volume"])
+    c.add_argument("what", choices=["keystone", "glance", "cinder", "boot-volume", "compute", "demo-server"])
+    w = sub.add_parser("wait-compute", help="wait until nova-compute is up and mapped and Neutron's agents are alive")
+    w.add_argument("--timeout", type=float, default=300)
+    sub.add_parser("network", help="the guests' network, subnet and the demo flavor (once)")
     args = parser.parse_args(argv)
     settings = load_settings()
     target = LocalTarget()
@@ -643,6 +860,11 @@ def main(argv: list[str] | None = None) -> int:
                 out = {"changed": bool(did), "detail": "; ".join(did) or "project, users, roles, services and endpoints current"}
             elif args.cmd == "wait-apis":
                 out = {"changed": False, "marks": wait_apis(settings, sec)}
+            elif args.cmd == "wait-compute":
+                out = {"changed": False, "waited": wait_compute(_cloud(settings, sec, wait=60), args.timeout)}
+            elif args.cmd == "network":
+                did = ensure_network(_cloud(settings, sec, wait=60), settings)
+                out = {"changed": bool(did), "detail": "; ".join(did) or "network, subnet and flavor exist"}
             elif args.cmd == "image-status":
                 cloud = _cloud(settings, sec, wait=60)
                 out = {"id": image_id(cloud, args.name)}

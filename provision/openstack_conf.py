@@ -34,6 +34,7 @@ ADMIN_USER = "admin"
 ADMIN_PROJECT = "admin"
 SERVICE_PROJECT = "service"
 ADMIN_ROLE = "admin"
+SERVICE_ROLE = "service"
 DOMAIN = "Default"
 RABBIT_USER = "openstack"
 LIBVIRT_SECRET_USAGE = "client.{user} secret"
@@ -70,6 +71,14 @@ class Secrets:
     rabbit: str = field(repr=False)
     erlang_cookie: str = field(repr=False)
     libvirt_secret_uuid: str
+    nova_db: str = field(repr=False)
+    placement_db: str = field(repr=False)
+    neutron_db: str = field(repr=False)
+    nova_service: str = field(repr=False)
+    placement_service: str = field(repr=False)
+    neutron_service: str = field(repr=False)
+    #: Django's SECRET_KEY of the dashboard (signs its session cookies).
+    dashboard_key: str = field(repr=False)
 
     @classmethod
     def generate(cls) -> "Secrets":
@@ -84,6 +93,13 @@ class Secrets:
             rabbit=new_password(),
             erlang_cookie=new_password(32).upper(),
             libvirt_secret_uuid=str(uuid.uuid4()),
+            nova_db=new_password(),
+            placement_db=new_password(),
+            neutron_db=new_password(),
+            nova_service=new_password(),
+            placement_service=new_password(),
+            neutron_service=new_password(),
+            dashboard_key=new_password(50),
         )
 
     def to_json(self) -> str:
@@ -91,17 +107,22 @@ class Secrets:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "Secrets":
-        """Parse the secrets file; ConfigError naming what is missing or malformed."""
+    def from_json(cls, text: str, complete: bool = False) -> "Secrets":
+        """Parse the secrets file; ConfigError naming what is missing or malformed.
+
+        ``complete``: generate the missing ones instead (a host provisioned before a service
+        was added keeps every secret it has).
+        """
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"The OpenStack secrets file is not JSON ({e.msg})") from e
         names = [f.name for f in dataclasses.fields(cls)]
         missing = [n for n in names if not isinstance(data.get(n), str) or not data.get(n)]
-        if missing:
+        if missing and not complete:
             raise ConfigError(f"The OpenStack secrets file lacks {', '.join(missing)}", hint="re-run provisioning")
-        return cls(**{n: data[n] for n in names})
+        fresh = dataclasses.asdict(cls.generate()) if missing else {}
+        return cls(**{n: (fresh[n] if n in missing else data[n]) for n in names})
 
     def differing(self, other: "Secrets") -> list[str]:
         """Names of the fields that differ (values never shown)."""
@@ -138,10 +159,19 @@ SERVICES: tuple[ServiceDef, ...] = (
     ServiceDef("keystone", "identity", "OpenStack Identity", "keystone_port", "/v3"),
     ServiceDef("glance", "image", "OpenStack Image", "glance_port", ""),
     ServiceDef("cinderv3", "volumev3", "OpenStack Block Storage", "cinder_port", "/v3/%(project_id)s"),
+    ServiceDef("nova", "compute", "OpenStack Compute", "nova_port", "/v2.1"),
+    ServiceDef("placement", "placement", "OpenStack Placement", "placement_port", ""),
+    ServiceDef("neutron", "network", "OpenStack Networking", "neutron_port", ""),
 )
 
 #: Service users: keystone user name -> the Secrets field holding its password.
-SERVICE_USERS: tuple[tuple[str, str], ...] = (("glance", "glance_service"), ("cinder", "cinder_service"))
+SERVICE_USERS: tuple[tuple[str, str], ...] = (
+    ("glance", "glance_service"),
+    ("cinder", "cinder_service"),
+    ("nova", "nova_service"),
+    ("placement", "placement_service"),
+    ("neutron", "neutron_service"),
+)
 
 
 def endpoint_url(settings: Settings, service: ServiceDef, host: str) -> str:
@@ -222,6 +252,11 @@ def mysql_url(user: str, password: str, database: str) -> str:
     return f"mysql+pymysql://{user}:{password}@localhost/{database}?unix_socket={MYSQL_SOCKET}&charset=utf8mb4"
 
 
+def _database(section: str, user: str, password: str, database: str) -> Section:
+    """A ``[database]``-style section: the local MariaDB socket, a small connection pool."""
+    return (section, [("connection", mysql_url(user, password, database)), ("max_pool_size", 5), ("max_overflow", 10)])
+
+
 def rabbit_url(password: str) -> str:
     """oslo.messaging transport URL of the local RabbitMQ."""
     return f"rabbit://{RABBIT_USER}:{password}@127.0.0.1:5672/"
@@ -242,6 +277,10 @@ def _authtoken(settings: Settings, addrs: Addresses, user: str, password: str) -
             ("region_name", settings.openstack.region),
             ("http_connect_timeout", 10),
             ("http_request_max_retries", 3),
+            # A service token must carry the "service" role to count (Cinder lets only Nova,
+            # proven by its service token, delete the attachment of a volume Nova uses).
+            ("service_token_roles", SERVICE_ROLE),
+            ("service_token_roles_required", True),
         ],
     )
 
@@ -252,7 +291,7 @@ def render_keystone_conf(settings: Settings, sec: Secrets) -> str:
         HEADER.format(module="provision/openstack_conf.py"),
         [
             ("DEFAULT", [("log_dir", "/var/log/keystone"), ("log_file", "keystone.log")]),
-            ("database", [("connection", mysql_url("keystone", sec.keystone_db, "keystone")), ("max_pool_size", 5), ("max_overflow", 10)]),
+            _database("database", "keystone", sec.keystone_db, "keystone"),
             ("token", [("provider", "fernet"), ("expiration", 3600)]),
             # bcrypt reads 72 bytes; the default 4096 makes Keystone warn at every login.
             ("identity", [("max_password_length", 72)]),
@@ -281,7 +320,7 @@ def render_glance_api_conf(settings: Settings, sec: Secrets, addrs: Addresses) -
                     ("public_endpoint", f"http://{addrs.public_host}:{o.glance_port}"),
                 ],
             ),
-            ("database", [("connection", mysql_url("glance", sec.glance_db, "glance")), ("max_pool_size", 5), ("max_overflow", 10)]),
+            _database("database", "glance", sec.glance_db, "glance"),
             ("glance_store", [("default_backend", "rbd")]),
             (
                 "rbd",
@@ -331,7 +370,7 @@ def render_cinder_conf(settings: Settings, sec: Secrets, addrs: Addresses) -> st
                     ("report_interval", 10),
                 ],
             ),
-            ("database", [("connection", mysql_url("cinder", sec.cinder_db, "cinder")), ("max_pool_size", 5), ("max_overflow", 10)]),
+            _database("database", "cinder", sec.cinder_db, "cinder"),
             _authtoken(settings, addrs, "cinder", sec.cinder_service),
             ("oslo_concurrency", [("lock_path", "/var/lock/cinder")]),
             ("oslo_messaging_notifications", [("driver", "noop")]),
@@ -353,6 +392,235 @@ def render_cinder_conf(settings: Settings, sec: Secrets, addrs: Addresses) -> st
             ),
         ],
     )
+
+
+def _service_auth(section: str, settings: Settings, addrs: Addresses, user: str, password: str, extra: Sequence[tuple[str, object]] = ()) -> Section:
+    """A keystoneauth password section (``[placement]``, ``[neutron]``, ``[nova]`` ...) for service ``user``."""
+    return (
+        section,
+        [
+            ("auth_url", f"http://{addrs.private_ip}:{settings.openstack.keystone_port}/v3"),
+            ("auth_type", "password"),
+            ("project_domain_name", DOMAIN),
+            ("user_domain_name", DOMAIN),
+            ("project_name", SERVICE_PROJECT),
+            ("username", user),
+            ("password", password),
+            ("region_name", settings.openstack.region),
+            ("valid_interfaces", "internal"),
+            *extra,
+        ],
+    )
+
+
+def virt_type(setting: str, kvm_usable: bool) -> str:
+    """libvirt's ``virt_type``: the setting, or for ``auto`` kvm when /dev/kvm is usable, qemu (TCG) otherwise."""
+    if setting not in ("auto", "kvm", "qemu"):
+        raise ConfigError(f"virt_type must be auto, kvm or qemu, not {setting!r}")
+    if setting == "auto":
+        return "kvm" if kvm_usable else "qemu"
+    return setting
+
+
+def novnc_url(settings: Settings, addrs: Addresses) -> str:
+    """The noVNC URL the dashboard's console opens (on the public name: the owner's browser follows it)."""
+    return f"http://{addrs.public_host}:{settings.openstack.novnc_port}/vnc_auto.html"
+
+
+def render_nova_conf(settings: Settings, sec: Secrets, addrs: Addresses, kvm_usable: bool = False) -> str:
+    """nova.conf: API, conductor, scheduler and compute on one host; libvirt with RBD volumes; noVNC on the public name."""
+    o = settings.openstack
+    return render_ini(
+        HEADER.format(module="provision/openstack_conf.py"),
+        [
+            (
+                "DEFAULT",
+                [
+                    # A fixed host name: the compute service and its server survive a relaunch.
+                    ("host", settings.hostname),
+                    ("my_ip", addrs.private_ip),
+                    ("transport_url", rabbit_url(sec.rabbit)),
+                    ("enabled_apis", "osapi_compute"),
+                    ("osapi_compute_workers", o.nova_api_processes),
+                    ("state_path", "/var/lib/nova"),
+                    ("log_dir", "/var/log/nova"),
+                    # A reboot of the instance brings its guests back (a same-address reboot keeps
+                    # their volume connections valid; a new instance replaces its demo server).
+                    ("resume_guests_state_on_host_boot", True),
+                    ("instance_usage_audit", False),
+                    ("heal_instance_info_cache_interval", 600),
+                    ("cpu_allocation_ratio", 4.0),
+                    ("ram_allocation_ratio", 1.5),
+                ],
+            ),
+            ("api", [("auth_strategy", "keystone")]),
+            _database("api_database", "nova", sec.nova_db, "nova_api"),
+            _database("database", "nova", sec.nova_db, "nova"),
+            _authtoken(settings, addrs, "nova", sec.nova_service),
+            _service_auth("service_user", settings, addrs, "nova", sec.nova_service, [("send_service_user_token", True)]),
+            _service_auth("placement", settings, addrs, "placement", sec.placement_service),
+            _service_auth("neutron", settings, addrs, "neutron", sec.neutron_service, [("service_metadata_proxy", False)]),
+            ("glance", [("valid_interfaces", "internal"), ("region_name", o.region)]),
+            ("cinder", [("catalog_info", "volumev3:cinderv3:internalURL"), ("os_region_name", o.region)]),
+            ("conductor", [("workers", o.nova_workers)]),
+            ("scheduler", [("workers", o.nova_workers), ("discover_hosts_in_cells_interval", -1)]),
+            (
+                "libvirt",
+                [
+                    ("virt_type", virt_type(o.virt_type, kvm_usable)),
+                    ("cpu_mode", "none" if virt_type(o.virt_type, kvm_usable) == "qemu" else "host-model"),
+                    ("rbd_user", settings.volume_pool),
+                    ("rbd_secret_uuid", sec.libvirt_secret_uuid),
+                    ("live_migration_scheme", "ssh"),
+                ],
+            ),
+            (
+                "vnc",
+                [
+                    ("enabled", True),
+                    ("server_listen", addrs.private_ip),
+                    ("server_proxyclient_address", addrs.private_ip),
+                    ("novncproxy_host", "0.0.0.0"),
+                    ("novncproxy_port", o.novnc_port),
+                    ("novncproxy_base_url", novnc_url(settings, addrs)),
+                ],
+            ),
+            ("oslo_concurrency", [("lock_path", "/var/lib/nova/tmp")]),
+            ("oslo_messaging_notifications", [("driver", "noop")]),
+            ("os_vif_linux_bridge", [("use_ipv6", False)]),
+            ("wsgi", [("api_paste_config", "/etc/nova/api-paste.ini")]),
+        ],
+    )
+
+
+def render_placement_conf(settings: Settings, sec: Secrets, addrs: Addresses) -> str:
+    """placement.conf: its database and Keystone authentication."""
+    return render_ini(
+        HEADER.format(module="provision/openstack_conf.py"),
+        [
+            ("DEFAULT", [("log_dir", "/var/log/placement")]),
+            ("api", [("auth_strategy", "keystone")]),
+            _database("placement_database", "placement", sec.placement_db, "placement"),
+            _authtoken(settings, addrs, "placement", sec.placement_service),
+        ],
+    )
+
+
+def render_neutron_conf(settings: Settings, sec: Secrets, addrs: Addresses) -> str:
+    """neutron.conf: ML2, no service plugins (no routers: the guests' network is flat), Nova told of port events."""
+    o = settings.openstack
+    return render_ini(
+        HEADER.format(module="provision/openstack_conf.py"),
+        [
+            (
+                "DEFAULT",
+                [
+                    ("bind_host", "0.0.0.0"),
+                    ("bind_port", o.neutron_port),
+                    ("core_plugin", "ml2"),
+                    ("service_plugins", ""),
+                    ("auth_strategy", "keystone"),
+                    ("transport_url", rabbit_url(sec.rabbit)),
+                    ("notify_nova_on_port_status_changes", True),
+                    ("notify_nova_on_port_data_changes", True),
+                    ("api_workers", o.neutron_api_workers),
+                    ("rpc_workers", o.neutron_rpc_workers),
+                    ("rpc_state_report_workers", 1),
+                    ("dhcp_agents_per_network", 1),
+                    ("host", settings.hostname),
+                    ("state_path", "/var/lib/neutron"),
+                    ("log_dir", "/var/log/neutron"),
+                ],
+            ),
+            _database("database", "neutron", sec.neutron_db, "neutron"),
+            _authtoken(settings, addrs, "neutron", sec.neutron_service),
+            _service_auth("nova", settings, addrs, "nova", sec.nova_service),
+            ("oslo_concurrency", [("lock_path", "/var/lib/neutron/tmp")]),
+            ("oslo_messaging_notifications", [("driver", "noop")]),
+            ("agent", [("root_helper", "sudo neutron-rootwrap /etc/neutron/rootwrap.conf"), ("report_interval", 10)]),
+            # Zed marks the linuxbridge mechanism "experimental" (its maintainers moved to OVN);
+            # it is still the smallest L2 for one host: no OVS database, no controller.
+            ("experimental", [("linuxbridge", True)]),
+        ],
+    )
+
+
+def render_ml2_conf(settings: Settings) -> str:
+    """ml2_conf.ini: flat provider networks only, on the linuxbridge mechanism."""
+    o = settings.openstack
+    return render_ini(
+        HEADER.format(module="provision/openstack_conf.py"),
+        [
+            ("ml2", [("type_drivers", "flat"), ("tenant_network_types", ""), ("mechanism_drivers", "linuxbridge"), ("extension_drivers", "port_security")]),
+            ("ml2_type_flat", [("flat_networks", o.provider_physnet)]),
+        ],
+    )
+
+
+def render_linuxbridge_agent_ini(settings: Settings) -> str:
+    """linuxbridge_agent.ini: the provider network is the instance's own bridge; no overlay.
+
+    Security groups are not enforced on the guests' ports: the bridge reaches nothing but the
+    instance itself (no uplink, no forwarding), and enforcing them would need the host's
+    ``br_netfilter`` module, which an instance may not be able to load.
+    """
+    o = settings.openstack
+    return render_ini(
+        HEADER.format(module="provision/openstack_conf.py"),
+        [
+            # An interface mapping, not a bridge mapping: Nova plugs guests into the bridge the
+            # agent names after the network (brq...), and only an interface mapping puts the
+            # provider side into that same bridge.
+            ("linux_bridge", [("physical_interface_mappings", f"{o.provider_physnet}:{o.provider_interface}")]),
+            ("vxlan", [("enable_vxlan", False)]),
+            ("securitygroup", [("enable_security_group", False), ("firewall_driver", "noop")]),
+            ("agent", [("polling_interval", 2)]),
+        ],
+    )
+
+
+def render_dhcp_agent_ini(settings: Settings) -> str:
+    """dhcp_agent.ini: dnsmasq in a network namespace, plugged into the bridge by the linuxbridge driver."""
+    return render_ini(
+        HEADER.format(module="provision/openstack_conf.py"),
+        [
+            (
+                "DEFAULT",
+                [
+                    ("interface_driver", "linuxbridge"),
+                    ("dhcp_driver", "neutron.agent.linux.dhcp.Dnsmasq"),
+                    ("enable_isolated_metadata", False),
+                    ("force_metadata", False),
+                    ("num_sync_threads", 1),
+                ],
+            )
+        ],
+    )
+
+
+def render_guest_net_unit(settings: Settings) -> str:
+    """The unit that makes the guests' link (a veth pair, the instance's address on its end), before Neutron's agents."""
+    o = settings.openstack
+    prefix = o.provider_cidr.split("/", 1)[1]
+    phys, host, addr = o.provider_interface, o.provider_host_interface, f"{o.provider_gateway}/{prefix}"
+    return "\n".join([
+        "# Managed by ceph-openstack-ami (provision/openstack_conf.py).",
+        "[Unit]",
+        f"Description=ceph-openstack-ami: the guests' network link ({host} {addr} <-> {phys}, Neutron's provider interface)",
+        "Before=neutron-linuxbridge-agent.service neutron-dhcp-agent.service nova-compute.service",
+        "After=network-pre.target",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        f"ExecStart=/bin/sh -c 'ip link show {host} >/dev/null 2>&1 || ip link add {host} type veth peer name {phys}'",
+        f"ExecStart=/bin/sh -c 'ip -4 addr show dev {host} | grep -q \" {addr} \" || ip addr add {addr} dev {host}'",
+        f"ExecStart=/bin/sh -c 'ip link set {phys} up && ip link set {host} up'",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ])
 
 
 def render_openrc(settings: Settings, sec: Secrets, addrs: Addresses) -> str:
@@ -401,16 +669,27 @@ class UwsgiApp:
     processes: int
     threads: int
     upload: bool = False
+    #: Lines the application needs beyond the common ones (neutron-api's paste pipeline).
+    extra: tuple[tuple[str, object], ...] = ()
+    #: The name the init wrapper reads ``/etc/default/NAME`` under, when not the package's.
+    default_name: str = ""
 
 
 def uwsgi_apps(settings: Settings) -> dict[str, UwsgiApp]:
-    """The uWSGI-served APIs by package name: Keystone and cinder-api."""
+    """The uWSGI-served APIs by package name: Keystone, cinder-api, placement-api, nova-api, neutron-api."""
     o = settings.openstack
     return {
         "keystone": UwsgiApp("keystone-api", "/usr/bin/keystone-wsgi-public", "/var/log/keystone/keystone.log",
                              "/var/lib/keystone", o.keystone_port, o.keystone_processes, o.keystone_threads),
         "cinder-api": UwsgiApp("cinder-api", "/usr/bin/cinder-wsgi", "/var/log/cinder/cinder-api.log",
                                "/var/lib/cinder", o.cinder_port, o.cinder_api_processes, o.cinder_api_threads, upload=True),
+        "placement-api": UwsgiApp("placement-api", "/usr/bin/placement-api", "/var/log/placement/placement-api.log",
+                                  "/var/lib/placement", o.placement_port, o.placement_processes, o.placement_threads),
+        "nova-api": UwsgiApp("nova-api", "/usr/bin/nova-api-wsgi", "/var/log/nova/nova-api.log",
+                             "/var/lib/nova", o.nova_port, o.nova_api_processes, o.nova_api_threads),
+        "neutron-api": UwsgiApp("neutron-api", "/usr/bin/neutron-api", "/var/log/neutron/neutron-api.log",
+                                "/var/lib/neutron", o.neutron_port, o.neutron_api_workers, 4,
+                                extra=(("paste", "config:/etc/neutron/api-paste.ini"),), default_name="neutron-server"),
     }
 
 
@@ -442,6 +721,7 @@ def render_uwsgi_ini(app: UwsgiApp) -> str:
     items.append(("add-header", "Connection: close"))
     if app.upload:
         items += [("http-raw-body", True), ("socket-timeout", 10), ("wsgi-manage-chunked-input", True)]
+    items += list(app.extra)
     return render_ini("; Managed by ceph-openstack-ami (provision/openstack_conf.py).", [("uwsgi", items)])
 
 
@@ -452,7 +732,7 @@ def uwsgi_ini_path(package: str) -> str:
 
 
 def render_default_file(package: str) -> str:
-    """/etc/default/PACKAGE: the init wrapper reads it last; it points uWSGI at our ini only."""
+    """/etc/default/NAME: the init wrapper reads it last; it points uWSGI at our ini only."""
     return (
         "# Managed by ceph-openstack-ami (provision/openstack_conf.py).\n"
         "# The init wrapper sources this file last: these arguments replace the packaged ones\n"
@@ -528,7 +808,17 @@ def keyring_key(text: str) -> str:
 
 
 # --- MariaDB -------------------------------------------------------------------------
-DATABASES: tuple[tuple[str, str], ...] = (("keystone", "keystone_db"), ("glance", "glance_db"), ("cinder", "cinder_db"))
+#: (database, its user, the Secrets field holding the user's password). Nova's three databases share one user.
+DATABASES: tuple[tuple[str, str, str], ...] = (
+    ("keystone", "keystone", "keystone_db"),
+    ("glance", "glance", "glance_db"),
+    ("cinder", "cinder", "cinder_db"),
+    ("placement", "placement", "placement_db"),
+    ("nova_api", "nova", "nova_db"),
+    ("nova", "nova", "nova_db"),
+    ("nova_cell0", "nova", "nova_db"),
+    ("neutron", "neutron", "neutron_db"),
+)
 
 
 def sql_string(value: str) -> str:
@@ -593,21 +883,24 @@ def plan_database(observed: DbObserved, sec: Secrets) -> tuple[list[str], list[s
     """
     sql: list[str] = []
     what: list[str] = []
-    for db, attr in DATABASES:
+    users_done: set[str] = set()
+    for db, name, attr in DATABASES:
         password = getattr(sec, attr)
-        user = f"{sql_string(db)}@'localhost'"
+        user = f"{sql_string(name)}@'localhost'"
         if db not in observed.databases:
             sql.append(f"CREATE DATABASE {sql_ident(db)} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;")
             what.append(f"database {db}")
-        if db not in observed.users:
-            sql.append(f"CREATE USER {user} IDENTIFIED BY {sql_string(password)};")
-            what.append(f"user {db}")
-        elif observed.users[db] != mysql_native_hash(password):
-            sql.append(f"ALTER USER {user} IDENTIFIED BY {sql_string(password)};")
-            what.append(f"password of {db}")
-        if (db, db) not in observed.grants:
+        if name not in users_done:
+            users_done.add(name)
+            if name not in observed.users:
+                sql.append(f"CREATE USER {user} IDENTIFIED BY {sql_string(password)};")
+                what.append(f"user {name}")
+            elif observed.users[name] != mysql_native_hash(password):
+                sql.append(f"ALTER USER {user} IDENTIFIED BY {sql_string(password)};")
+                what.append(f"password of {name}")
+        if (db, name) not in observed.grants:
             sql.append(f"GRANT ALL PRIVILEGES ON {sql_ident(db)}.* TO {user};")
-            what.append(f"grant on {db}")
+            what.append(f"grant on {db} to {name}")
     return sql, what
 
 
@@ -765,3 +1058,176 @@ def pick_image(images: Sequence[Mapping[str, Any]], name: str) -> tuple[str | No
     keep = str(active[0]["id"]) if active else None
     drop = [str(i["id"]) for i in mine if i.get("status") in {"queued", "saving", "killed", "deleted", "uploading", "importing"} or (keep and i.get("status") == "active" and str(i["id"]) != keep)]
     return keep, drop
+
+
+# --- the demo server -------------------------------------------------------------------
+#: Server metadata key naming the EC2 instance a demo server was booted by.
+INSTANCE_KEY = "coa-instance-id"
+#: Server states that end by themselves.
+SERVER_BUSY = frozenset({"BUILD", "REBOOT", "HARD_REBOOT", "MIGRATING", "RESIZE", "VERIFY_RESIZE", "REBUILD", "PAUSED", "SUSPENDED"})
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    """What to do about the demo server.
+
+    ``keep``: the id of this instance's server; ``delete``: ids to delete (another
+    instance's, failed or surplus ones); ``start``: the kept server is stopped; ``wait``: it
+    is still changing state; ``create``: none of this instance's exists and none is left
+    to delete (its volume is free).
+    """
+
+    keep: str | None
+    delete: tuple[str, ...]
+    start: bool
+    wait: bool
+    create: bool
+    reason: str
+
+
+def plan_demo_server(servers: Sequence[Mapping[str, Any]], name: str, instance_id: str) -> ServerPlan:
+    """Decide from Nova's server list (``id``, ``name``, ``status``, ``created``, ``metadata``).
+
+    One server called ``name`` must run, booted by this instance (``metadata[INSTANCE_KEY]``).
+    A server booted by another instance (the builder, or this disk's previous instance) is
+    deleted: its volume connection names that instance's monitor address and libvirt secret.
+    Our own server in ERROR is deleted and made again; a stopped one is started.
+    """
+    mine = sorted((s for s in servers if s.get("name") == name and s.get("status") not in ("DELETED", "SOFT_DELETED")),
+                  key=lambda s: (str(s.get("created", "")), str(s.get("id"))))
+    ours = [s for s in mine if (s.get("metadata") or {}).get(INSTANCE_KEY) == instance_id]
+    others = [str(s["id"]) for s in mine if s not in ours]
+    failed = [str(s["id"]) for s in ours if s.get("status") == "ERROR"]
+    alive = [s for s in ours if s.get("status") != "ERROR"]
+    delete = others + failed + [str(s["id"]) for s in alive[1:]]
+    if alive:
+        keep = alive[0]
+        status = str(keep.get("status"))
+        reason = f"server {keep['id']} is {status}"
+        if delete:
+            reason += f"; {len(delete)} other to delete"
+        return ServerPlan(str(keep["id"]), tuple(delete), status == "SHUTOFF", status in SERVER_BUSY, False, reason)
+    if delete:
+        why = f"{len(others)} of another instance" if others else f"{len(failed)} failed"
+        return ServerPlan(None, tuple(delete), False, False, False, f"{why} to delete first")
+    return ServerPlan(None, (), False, False, True, "none exists")
+
+
+# --- the dashboard ---------------------------------------------------------------------
+DASHBOARD_SETTINGS = "/etc/openstack-dashboard/local_settings.py"
+DASHBOARD_OVERRIDES = "/etc/openstack-dashboard/local_settings.d/_90_ceph_openstack_ami.py"
+DASHBOARD_SITE = "/etc/apache2/sites-available/coa-dashboard.conf"
+
+
+def render_dashboard_settings() -> str:
+    """local_settings.py without a secret (the package's would make and keep a key file in the image)."""
+    return (
+        "# Managed by ceph-openstack-ami (provision/openstack_conf.py). No secret here: the per-instance\n"
+        "# values (SECRET_KEY, ALLOWED_HOSTS) are in local_settings.d/_90_ceph_openstack_ami.py.\n"
+        "from openstack_dashboard.settings import HORIZON_CONFIG  # noqa: F401\n"
+        "DEBUG = False\n"
+        "TIME_ZONE = 'UTC'\n"
+        "EMAIL_BACKEND = 'django.core.mail.backends.console.EmailBackend'\n"
+    )
+
+
+def _py(value: object) -> str:
+    """A Python literal of ``value`` (str, bool, int, list/tuple of those)."""
+    return repr(value)
+
+
+def render_dashboard_overrides(settings: Settings, sec: Secrets, addrs: Addresses) -> str:
+    """The dashboard's per-instance settings: served at ``/``, this instance's names only, its own key."""
+    o = settings.openstack
+    hosts = sorted({addrs.public_host, addrs.private_ip, "localhost", "127.0.0.1"})
+    lines = [
+        HEADER.format(module="provision/openstack_conf.py").rstrip("\n"),
+        "# Read after Debian's local_settings.d files (they put the dashboard at /horizon).",
+        "WEBROOT = '/'",
+        "LOGIN_URL = '/auth/login/'",
+        "LOGOUT_URL = '/auth/logout/'",
+        "LOGIN_REDIRECT_URL = '/'",
+        "STATIC_URL = '/static/'",
+        f"ALLOWED_HOSTS = {_py(hosts)}",
+        f"SECRET_KEY = {_py(sec.dashboard_key)}",
+        "SESSION_ENGINE = 'django.contrib.sessions.backends.signed_cookies'",
+        "OPENSTACK_HOST = '127.0.0.1'",
+        f"OPENSTACK_KEYSTONE_URL = {_py(f'http://127.0.0.1:{o.keystone_port}/v3')}",
+        "OPENSTACK_KEYSTONE_DEFAULT_ROLE = 'member'",
+        f"OPENSTACK_KEYSTONE_DEFAULT_DOMAIN = {_py(DOMAIN)}",
+        "OPENSTACK_KEYSTONE_MULTIDOMAIN_SUPPORT = False",
+        "OPENSTACK_ENDPOINT_TYPE = 'internalURL'",
+        f"OPENSTACK_NEUTRON_NETWORK = {{'enable_router': False, 'enable_quotas': False, 'enable_distributed_router': False, 'enable_ha_router': False, 'enable_fip_topology_check': False}}",
+        "CONSOLE_TYPE = 'AUTO'",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_dashboard_site(settings: Settings) -> str:
+    """Apache: the dashboard at ``/`` on the dashboard port, one small mod_wsgi daemon."""
+    o = settings.openstack
+    listen = "" if o.dashboard_port == 80 else f"Listen {o.dashboard_port}\n"
+    return (
+        "# Managed by ceph-openstack-ami (provision/openstack_conf.py).\n"
+        f"{listen}"
+        f"<VirtualHost *:{o.dashboard_port}>\n"
+        "    WSGIScriptAlias / /usr/share/openstack-dashboard/wsgi.py\n"
+        f"    WSGIDaemonProcess horizon user=www-data group=www-data processes={o.dashboard_processes} threads={o.dashboard_threads} display-name=%{{GROUP}}\n"
+        "    WSGIProcessGroup horizon\n"
+        "    WSGIApplicationGroup %{GLOBAL}\n"
+        "    Alias /static /var/lib/openstack-dashboard/static\n"
+        "    <Directory /usr/share/openstack-dashboard>\n"
+        "        Require all granted\n"
+        "    </Directory>\n"
+        "    <Directory /var/lib/openstack-dashboard/static>\n"
+        "        Require all granted\n"
+        "    </Directory>\n"
+        "    ErrorLog /var/log/apache2/coa-dashboard-error.log\n"
+        "    CustomLog /var/log/apache2/coa-dashboard-access.log combined\n"
+        "</VirtualHost>\n"
+    )
+
+
+def render_libvirtd_conf() -> str:
+    """libvirtd.conf: the read-write socket is for group ``libvirt`` (root, nova, qemu), no polkit.
+
+    polkit needs D-Bus activation at the moment Nova connects, which can time out at boot;
+    the socket's group and mode (see :func:`render_libvirtd_socket_dropin`) are the access control.
+    """
+    return (
+        "# Managed by ceph-openstack-ami (provision/openstack_conf.py).\n"
+        'unix_sock_group = "libvirt"\n'
+        'unix_sock_rw_perms = "0770"\n'
+        'auth_unix_rw = "none"\n'
+    )
+
+
+def render_libvirtd_socket_dropin() -> str:
+    """A drop-in for libvirtd.socket (socket activation ignores libvirtd.conf's socket settings): group libvirt, 0660."""
+    return (
+        "# Managed by ceph-openstack-ami (provision/openstack_conf.py).\n"
+        "[Socket]\n"
+        "SocketGroup=libvirt\n"
+        "SocketMode=0660\n"
+    )
+
+
+def render_consoleproxy_default() -> str:
+    """/etc/default/nova-consoleproxy: the noVNC proxy, not SPICE, no serial proxy."""
+    return (
+        "# Managed by ceph-openstack-ami (provision/openstack_conf.py).\n"
+        "NOVA_CONSOLE_PROXY_TYPE=novnc\n"
+        "NOVA_SERIAL_PROXY_START=false\n"
+    )
+
+
+def render_nova_compute_conf(settings: Settings, kvm_usable: bool = False) -> str:
+    """nova-compute.conf (read after nova.conf by nova-compute): libvirt, and the same virt_type."""
+    return render_ini(
+        HEADER.format(module="provision/openstack_conf.py"),
+        [
+            ("DEFAULT", [("compute_driver", "libvirt.LibvirtDriver")]),
+            ("libvirt", [("virt_type", virt_type(settings.openstack.virt_type, kvm_usable))]),
+        ],
+    )

@@ -94,7 +94,24 @@ def check_boot_volume(target: Target, settings: Settings) -> Check:
     return _openstack_check(target, "boot-volume", "boot-volume")
 
 
-CHECKS += [check_keystone, check_glance, check_cinder, check_boot_volume]
+def check_compute(target: Target, settings: Settings) -> Check:
+    """nova-compute is up and mapped; Neutron's linuxbridge and DHCP agents are alive."""
+    return _openstack_check(target, "compute", "compute")
+
+
+def check_demo_server(target: Target, settings: Settings) -> Check:
+    """Exactly one demo server, booted by this instance from its bootable volume, ACTIVE."""
+    return _openstack_check(target, "demo-server", "demo-server")
+
+
+def check_dashboard(target: Target, settings: Settings) -> Check:
+    """The dashboard's login page answers 200 on the instance."""
+    url = f"http://127.0.0.1:{settings.openstack.dashboard_port}/auth/login/"
+    code = target.run("curl -s -o /dev/null -w '%%{http_code}' --max-time 20 %s", url, check=False).stdout.strip()
+    return Check("dashboard", code == "200", f"{url} answered {code or 'nothing'}")
+
+
+CHECKS += [check_keystone, check_glance, check_cinder, check_boot_volume, check_compute, check_demo_server, check_dashboard]
 
 
 def check_all(target: Target, settings: Settings) -> list[Check]:

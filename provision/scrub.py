@@ -523,14 +523,18 @@ class ScrubStep:
 # --- the build's OpenStack passwords ------------------------------------------------------
 #: Service configuration files holding passwords; the first boot's ``coa-openstack-secrets``
 #: renders them anew with this instance's passwords before any service starts.
-SERVICE_CONF_GLOBS = tuple(f"/etc/{svc}/*.conf" for svc in ("keystone", "glance", "cinder", "nova", "neutron", "placement"))
+SERVICE_CONF_GLOBS = (
+    *(f"/etc/{svc}/*.conf" for svc in ("keystone", "glance", "cinder", "nova", "neutron", "placement")),
+    "/etc/openstack-dashboard/local_settings.d/*.py",
+)
 _PASSWORD_OPTION = re.compile(r"^(\s*[A-Za-z0-9_]*(?:password|secret_key|shared_secret)\s*=\s*)\S.*$", re.M)
 _URL_PASSWORD = re.compile(r"^(\s*[^#;\s][^=]*=.*?://[^/:@\s]*:)[^/@\s]+(@)", re.M)
+_DJANGO_KEY = re.compile(r"""^(\s*SECRET_KEY\s*=\s*)(['"]).+$""", re.M)
 
 
 def blank_service_passwords(text: str) -> str:
-    """The config text with every password option and every ``user:password@`` in a URL emptied."""
-    return _URL_PASSWORD.sub(r"\1\2", _PASSWORD_OPTION.sub(r"\1", text))
+    """The config text with every password option, every ``user:password@`` in a URL and a Django key emptied."""
+    return _DJANGO_KEY.sub(r"\1''", _URL_PASSWORD.sub(r"\1\2", _PASSWORD_OPTION.sub(r"\1", text)))
 
 
 class ServicePasswordsStep:

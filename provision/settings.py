@@ -34,7 +34,7 @@ class CephSettings:
 
 @dataclass(frozen=True)
 class OpenStackSettings:
-    """Keystone, Glance and Cinder on the instance: region, ports, worker counts, the golden guest."""
+    """OpenStack on the instance: region, ports, worker counts, the golden guest, the guests' network and the demo server."""
 
     region: str = "RegionOne"
     keystone_port: int = 5000
@@ -51,6 +51,37 @@ class OpenStackSettings:
     boot_volume_size_gib: int = 1
     api_timeout_s: float = 15.0
     start_timeout_s: int = 300
+    # Compute, network and dashboard (issue 6): one small worker each by default.
+    nova_port: int = 8774
+    placement_port: int = 8778
+    neutron_port: int = 9696
+    novnc_port: int = 6080
+    dashboard_port: int = 80
+    nova_api_processes: int = 1
+    nova_api_threads: int = 4
+    placement_processes: int = 1
+    placement_threads: int = 2
+    nova_workers: int = 1  # conductor and scheduler
+    neutron_api_workers: int = 1
+    neutron_rpc_workers: int = 1
+    dashboard_processes: int = 1
+    dashboard_threads: int = 4
+    #: "auto": kvm when /dev/kvm is usable at boot, qemu (TCG) otherwise; or "kvm" / "qemu".
+    virt_type: str = "auto"
+    #: The guests' flat provider network: a veth pair inside the instance. Neutron's agent puts
+    #: ``provider_interface`` in the network's bridge; the instance holds the gateway address
+    #: on ``provider_host_interface``, the other end.
+    provider_interface: str = "coa-phys"
+    provider_host_interface: str = "coa-gw"
+    provider_physnet: str = "provider"
+    provider_cidr: str = "10.99.0.0/24"
+    provider_gateway: str = "10.99.0.1"
+    provider_pool: tuple[str, ...] = ("10.99.0.100", "10.99.0.199")
+    network_name: str = "cephdemo-net"
+    flavor_name: str = "cephdemo.tiny"
+    flavor_ram_mib: int = 256
+    flavor_vcpus: int = 1
+    server_name: str = "cephdemo-server"
 
 
 @dataclass(frozen=True)
