@@ -1,10 +1,12 @@
 """The simulation, brought up once per test session (the expensive part), torn down at the end.
 
-The session takes over the machine's sim: any sim already running is replaced.
+The session takes over the machine's sim: any sim already running is replaced (with
+``COA_TEST_REUSE_SIM=1``, a ready one is used as it is and left running).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterator
 
 import pytest
@@ -61,6 +63,10 @@ def sim(docker_client: Any) -> Iterator[SimHandle]:
     from sim.lifecycle import Sim
 
     s = Sim(Settings(), log=print)
+    if os.environ.get("COA_TEST_REUSE_SIM") == "1" and s.state.instance_id and s.status().get("ready"):
+        # For working on one test: use the running sim as it is, and leave it running.
+        yield SimHandle(s)
+        return
     s.down()
     s.up()
     yield SimHandle(s)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from provision import ceph
+from provision.openstack_conf import parse_openrc
 
 pytestmark = pytest.mark.docker
 
@@ -72,7 +73,11 @@ def test_instances_from_the_ami_are_ready_with_their_own_secrets(sim: Any, built
             "cephx": ceph.ceph(t, sim.settings, "auth", "get-key", "client.volumes").stdout.strip(),
             "admin": ceph.ceph(t, sim.settings, "auth", "get-key", "client.admin").stdout.strip(),
             "machine_id": t.run("cat /etc/machine-id").stdout.strip(),
+            "admin_password": parse_openrc(t.read("/root/openrc").decode())["OS_PASSWORD"],
+            "libvirt_secret": t.run("virsh -q -c qemu:///system secret-list | awk '{print $1}'").stdout.strip(),
+            "demo_server": t.run(". /root/openrc && openstack server list -f value -c ID -c Status").stdout.strip(),
         })
+        assert seen[-1]["demo_server"].endswith(" ACTIVE") and len(seen[-1]["demo_server"].splitlines()) == 1
     first, second = seen
     for key in first:
         assert first[key] != second[key], key

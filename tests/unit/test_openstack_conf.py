@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import string
-import struct
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from provision import guest
 from provision.exceptions import ConfigError
 from provision.openstack_conf import (
     DbObserved,
@@ -64,6 +62,13 @@ SEC = Secrets(
     rabbit="RbPw",
     erlang_cookie="COOKIE",
     libvirt_secret_uuid="5f0c4f8e-8a47-4c55-9d3e-6f2b8d6f1a01",
+    nova_db="NvDb",
+    placement_db="PlDb",
+    neutron_db="NeDb",
+    nova_service="NvSvc",
+    placement_service="PlSvc",
+    neutron_service="NeSvc",
+    dashboard_key="DjangoKey",
 )
 
 
@@ -115,11 +120,15 @@ def test_addresses_from_metadata(public: str | None, expected: str) -> None:
         ("image", "internal", "http://10.77.0.5:9292"),
         ("volumev3", "public", "http://ec2-203-0-113-7.compute-1.amazonaws.com:8776/v3/%(project_id)s"),
         ("volumev3", "admin", "http://10.77.0.5:8776/v3/%(project_id)s"),
+        ("compute", "public", "http://ec2-203-0-113-7.compute-1.amazonaws.com:8774/v2.1"),
+        ("compute", "internal", "http://10.77.0.5:8774/v2.1"),
+        ("placement", "internal", "http://10.77.0.5:8778"),
+        ("network", "public", "http://ec2-203-0-113-7.compute-1.amazonaws.com:9696"),
     ],
 )
 def test_desired_endpoints(service: str, interface: str, url: str) -> None:
     desired = desired_endpoints(S, ADDRS)
-    assert len(desired) == 9
+    assert len(desired) == 18  # six services, three interfaces each
     assert desired[(service, interface)] == url
 
 
@@ -131,8 +140,8 @@ def _catalog(urls: dict[tuple[str, str], str], region: str = "RegionOne") -> tup
 
 def test_plan_catalog_empty_creates_services_then_endpoints() -> None:
     plan = plan_catalog(desired_endpoints(S, ADDRS), [], [], "RegionOne")
-    assert [a.kind for a in plan] == ["service"] * 3 + ["create"] * 9
-    assert {a.service_type for a in plan if a.kind == "service"} == {"identity", "image", "volumev3"}
+    assert [a.kind for a in plan] == ["service"] * 6 + ["create"] * 18
+    assert {a.service_type for a in plan if a.kind == "service"} == {"identity", "image", "volumev3", "compute", "placement", "network"}
 
 
 def test_plan_catalog_current_is_empty() -> None:
@@ -144,7 +153,7 @@ def test_plan_catalog_follows_a_new_address_and_name() -> None:
     old = desired_endpoints(S, Addresses("10.77.0.4", "ec2-old.compute-1.amazonaws.com"))
     new = desired_endpoints(S, ADDRS)
     plan = plan_catalog(new, *_catalog(old), "RegionOne")
-    assert len(plan) == 9 and all(a.kind == "update" for a in plan)
+    assert len(plan) == 18 and all(a.kind == "update" for a in plan)
     assert CatalogAction("update", "identity", "public", new[("identity", "public")], "e-identity-public") in plan
 
 
@@ -153,7 +162,7 @@ def test_plan_catalog_fixes_region_and_removes_duplicates() -> None:
     services, endpoints = _catalog(desired, region="elsewhere")
     endpoints.append({"id": "dup", "service_id": "s-image", "interface": "public", "url": "http://stale:9292", "region_id": "RegionOne"})
     plan = plan_catalog(desired, services, endpoints, "RegionOne")
-    assert sum(a.kind == "update" for a in plan) == 9
+    assert sum(a.kind == "update" for a in plan) == 18
     assert [a.endpoint_id for a in plan if a.kind == "delete"] == ["dup"]
 
 
@@ -281,30 +290,49 @@ def test_mysql_native_hash_known_value() -> None:
     assert mysql_native_hash("password") == "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19"
 
 
-def _observed(users: dict[str, str], dbs: tuple[str, ...] = ("keystone", "glance", "cinder"), grants: tuple[str, ...] = ("keystone", "glance", "cinder")) -> DbObserved:
+ALL_DBS = ("keystone", "glance", "cinder", "placement", "nova_api", "nova", "nova_cell0", "neutron")
+ALL_GRANTS = (("keystone", "keystone"), ("glance", "glance"), ("cinder", "cinder"), ("placement", "placement"),
+              ("nova_api", "nova"), ("nova", "nova"), ("nova_cell0", "nova"), ("neutron", "neutron"))
+
+
+def _observed(users: dict[str, str], dbs: tuple[str, ...] = ALL_DBS, grants: tuple[tuple[str, str], ...] = ALL_GRANTS) -> DbObserved:
     lines = [f"db\t{d}\t" for d in (*dbs, "mysql")]
     lines += [f"user\t{u}\t{h}" for u, h in users.items()]
-    lines += [f"grant\t{g}\t{g}" for g in grants]
+    # MariaDB escapes the underscore of a granted database name in mysql.db.
+    lines += [f"grant\t{d.replace('_', chr(92) + '_')}\t{u}" for d, u in grants]
     return parse_database_observation("\n".join(lines) + "\n")
 
 
-CURRENT = {"keystone": mysql_native_hash("KsDb"), "glance": mysql_native_hash("GlDb"), "cinder": mysql_native_hash("CiDb"), "root": "invalid"}
+CURRENT = {"keystone": mysql_native_hash("KsDb"), "glance": mysql_native_hash("GlDb"), "cinder": mysql_native_hash("CiDb"),
+           "placement": mysql_native_hash("PlDb"), "nova": mysql_native_hash("NvDb"), "neutron": mysql_native_hash("NeDb"), "root": "invalid"}
 
 
 @pytest.mark.parametrize(
     ("observed", "what"),
     [
-        (_observed({}, dbs=(), grants=()), ["database keystone", "user keystone", "grant on keystone", "database glance", "user glance", "grant on glance", "database cinder", "user cinder", "grant on cinder"]),
+        (_observed({}, dbs=(), grants=()), [
+            "database keystone", "user keystone", "grant on keystone to keystone",
+            "database glance", "user glance", "grant on glance to glance",
+            "database cinder", "user cinder", "grant on cinder to cinder",
+            "database placement", "user placement", "grant on placement to placement",
+            # Nova's three databases share one user: made once, granted three times.
+            "database nova_api", "user nova", "grant on nova_api to nova",
+            "database nova", "grant on nova to nova",
+            "database nova_cell0", "grant on nova_cell0 to nova",
+            "database neutron", "user neutron", "grant on neutron to neutron",
+        ]),
         (_observed(CURRENT), []),
         (_observed({**CURRENT, "glance": mysql_native_hash("old")}), ["password of glance"]),
-        (_observed(CURRENT, grants=("keystone", "glance")), ["grant on cinder"]),
+        (_observed({**CURRENT, "nova": mysql_native_hash("old")}), ["password of nova"]),
+        (_observed(CURRENT, grants=ALL_GRANTS[:2] + ALL_GRANTS[3:]), ["grant on cinder to cinder"]),
+        (_observed(CURRENT, grants=ALL_GRANTS[:6] + ALL_GRANTS[7:]), ["grant on nova_cell0 to nova"]),
     ],
 )
 def test_plan_database(observed: DbObserved, what: list[str]) -> None:
     sql, done = plan_database(observed, SEC)
     assert done == what
     assert len(sql) == len(what)
-    assert not any(p in " ".join(done) for p in ("KsDb", "GlDb", "CiDb"))  # the log never names a secret
+    assert not any(p in " ".join(done) for p in ("KsDb", "GlDb", "CiDb", "NvDb", "PlDb", "NeDb"))  # the log never names a secret
 
 
 def test_plan_database_alter_carries_the_new_password_in_sql_only() -> None:
@@ -387,25 +415,108 @@ def test_pick_image(images: list[dict[str, Any]], keep: str | None, drop: list[s
     assert pick_image(images, "g") == (keep, drop)
 
 
-# --- the guest disk --------------------------------------------------------------------------------
-def test_partition_table_layout() -> None:
-    start, sectors = guest.disk_geometry(32)
-    assert (start, sectors) == (2048, 63488)
-    table = guest.partition_table(start, sectors)
-    assert len(table) == 66 and table[-2:] == b"\x55\xaa"
-    boot, _, ptype, _, lba, count = struct.unpack("<B3sB3sII", table[:16])
-    assert (boot, ptype, lba, count) == (0x80, 0x0E, 2048, 63488)
-    assert table[16:64] == bytes(48)
-    with pytest.raises(ValueError):
-        guest.partition_table(0, 10)
+# --- compute, network, dashboard (issue 6) --------------------------------------------------------
+from provision.openstack_conf import (  # noqa: E402
+    INSTANCE_KEY,
+    plan_demo_server,
+    render_dashboard_overrides,
+    render_dhcp_agent_ini,
+    render_guest_net_unit,
+    render_linuxbridge_agent_ini,
+    render_neutron_conf,
+    render_nova_compute_conf,
+    render_nova_conf,
+    virt_type,
+)
 
 
-def test_guest_boot_files() -> None:
-    init = guest.render_init()
-    assert init.startswith("#!/bin/busybox sh\n") and init.rstrip().endswith("exec /sbin/init")
-    assert "ttyS0" in guest.render_inittab() and "getty" in guest.render_inittab()
-    cfg = guest.render_syslinux_cfg()
-    append = next(line for line in cfg.splitlines() if "APPEND" in line)
-    consoles = [w for w in append.split() if w.startswith("console=")]
-    assert consoles[-1].startswith("console=ttyS0")  # /dev/console is the serial port
-    assert guest.render_passwd().startswith("root:*:")  # locked: no password is shipped
+@pytest.mark.parametrize(("setting", "kvm", "want"), [("auto", False, "qemu"), ("auto", True, "kvm"), ("qemu", True, "qemu"), ("kvm", False, "kvm")])
+def test_virt_type_follows_the_kvm_device(setting: str, kvm: bool, want: str) -> None:
+    assert virt_type(setting, kvm) == want
+    s = apply_overrides(S, {"openstack": {"virt_type": setting}})
+    assert parse_ini(render_nova_conf(s, SEC, ADDRS, kvm))["libvirt"]["virt_type"] == want
+    assert parse_ini(render_nova_compute_conf(s, kvm))["libvirt"]["virt_type"] == want  # read after nova.conf
+
+
+def test_virt_type_rejects_unknown_values() -> None:
+    with pytest.raises(ConfigError):
+        virt_type("xen", False)
+
+
+def test_nova_conf_wires_rbd_volumes_novnc_and_services() -> None:
+    conf = parse_ini(render_nova_conf(S, SEC, ADDRS))
+    assert conf["libvirt"]["rbd_user"] == "volumes" and conf["libvirt"]["rbd_secret_uuid"] == SEC.libvirt_secret_uuid
+    assert conf["vnc"]["novncproxy_base_url"] == f"http://{ADDRS.public_host}:6080/vnc_auto.html"
+    assert conf["vnc"]["server_proxyclient_address"] == ADDRS.private_ip
+    assert conf["DEFAULT"]["host"] == "cephdemo" and conf["DEFAULT"]["resume_guests_state_on_host_boot"] == "true"
+    assert conf["service_user"]["send_service_user_token"] == "true" and conf["service_user"]["password"] == "NvSvc"
+    assert conf["placement"]["password"] == "PlSvc" and conf["neutron"]["password"] == "NeSvc"
+    assert "NvDb@localhost/nova_api?" in conf["api_database"]["connection"]
+    assert "NvDb@localhost/nova?" in conf["database"]["connection"]
+
+
+def test_neutron_is_flat_linuxbridge_on_the_guest_link() -> None:
+    conf = parse_ini(render_neutron_conf(S, SEC, ADDRS))
+    assert conf["DEFAULT"]["core_plugin"] == "ml2" and conf["DEFAULT"]["service_plugins"] == ""
+    assert conf["experimental"]["linuxbridge"] == "true"
+    assert conf["nova"]["password"] == "NvSvc" and "NeDb@localhost/neutron?" in conf["database"]["connection"]
+    agent = parse_ini(render_linuxbridge_agent_ini(S))
+    assert agent["linux_bridge"]["physical_interface_mappings"] == "provider:coa-phys"
+    assert agent["vxlan"]["enable_vxlan"] == "false"
+    assert parse_ini(render_dhcp_agent_ini(S))["DEFAULT"]["interface_driver"] == "linuxbridge"
+    unit = render_guest_net_unit(S)
+    assert "ip link add coa-gw type veth peer name coa-phys" in unit and "10.99.0.1/24 dev coa-gw" in unit
+
+
+def test_service_tokens_need_the_service_role() -> None:
+    for text in (render_cinder_conf(S, SEC, ADDRS), render_nova_conf(S, SEC, ADDRS), render_neutron_conf(S, SEC, ADDRS)):
+        auth = parse_ini(text)["keystone_authtoken"]
+        assert auth["service_token_roles"] == "service" and auth["service_token_roles_required"] == "true"
+
+
+def test_dashboard_overrides_are_per_instance() -> None:
+    text = render_dashboard_overrides(S, SEC, ADDRS)
+    ns: dict[str, Any] = {}
+    exec(compile(text, "overrides", "exec"), ns)  # it is Python: it must at least run
+    assert ns["WEBROOT"] == "/" and ns["SECRET_KEY"] == "DjangoKey"
+    assert {ADDRS.public_host, ADDRS.private_ip} <= set(ns["ALLOWED_HOSTS"]) and "*" not in ns["ALLOWED_HOSTS"]
+    assert ns["OPENSTACK_KEYSTONE_URL"] == "http://127.0.0.1:5000/v3"
+
+
+def test_secrets_from_an_older_version_are_completed_not_replaced() -> None:
+    old = json.loads(SEC.to_json())
+    for name in ("nova_db", "dashboard_key"):
+        del old[name]
+    with pytest.raises(ConfigError, match="nova_db"):
+        Secrets.from_json(json.dumps(old))
+    done = Secrets.from_json(json.dumps(old), complete=True)
+    assert set(done.differing(SEC)) == {"nova_db", "dashboard_key"}
+    assert done.nova_db and done.dashboard_key
+
+
+def _server(sid: str, status: str, instance: str | None = "i-new", created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    meta = {INSTANCE_KEY: instance} if instance else {}
+    return {"id": sid, "name": "cephdemo-server", "status": status, "created": created, "metadata": meta}
+
+
+@pytest.mark.parametrize(
+    ("servers", "keep", "delete", "start", "wait", "create"),
+    [
+        ([], None, (), False, False, True),
+        ([_server("a", "ACTIVE")], "a", (), False, False, False),
+        ([_server("a", "BUILD")], "a", (), False, True, False),
+        ([_server("a", "SHUTOFF")], "a", (), True, False, False),
+        ([_server("a", "ERROR")], None, ("a",), False, False, False),
+        # The previous instance's (or the builder's) server: its volume connection is stale.
+        ([_server("old", "ACTIVE", "i-old")], None, ("old",), False, False, False),
+        ([_server("old", "ERROR", None)], None, ("old",), False, False, False),
+        ([_server("old", "ACTIVE", "i-old"), _server("a", "BUILD")], "a", ("old",), False, True, False),
+        # Never two: the later one goes.
+        ([_server("b", "ACTIVE", created="2026-01-02T00:00:00Z"), _server("a", "ACTIVE")], "a", ("b",), False, False, False),
+        ([{**_server("x", "ACTIVE"), "name": "other"}], None, (), False, False, True),
+        ([_server("gone", "DELETED")], None, (), False, False, True),
+    ],
+)
+def test_plan_demo_server(servers: list[dict[str, Any]], keep: str | None, delete: tuple[str, ...], start: bool, wait: bool, create: bool) -> None:
+    plan = plan_demo_server(servers, "cephdemo-server", "i-new")
+    assert (plan.keep, plan.delete, plan.start, plan.wait, plan.create) == (keep, delete, start, wait, create)

@@ -15,6 +15,8 @@ CASES = [
     ("# password = in a comment stays\n", "# password = in a comment stays\n"),
     ("auth_url = http://10.0.0.1:5000/v3\n", "auth_url = http://10.0.0.1:5000/v3\n"),
     ("password =\n", "password =\n"),
+    ("SECRET_KEY = 'dj4ng0'\n", "SECRET_KEY = ''\n"),
+    ("WEBROOT = '/'\n", "WEBROOT = '/'\n"),
 ]
 
 
@@ -35,4 +37,18 @@ def test_audit_finds_no_password_after_blanking(tmp_path) -> None:
     conf.chmod(0o640)
     assert {f.kind for f in audit(LocalTarget(), root=str(tmp_path)).findings} == {"openstack-password"}
     conf.write_text(blank_service_passwords(text))
+    assert audit(LocalTarget(), root=str(tmp_path)).findings == []
+
+
+def test_audit_finds_the_dashboard_key_until_blanked(tmp_path) -> None:
+    from provision.audit import audit
+    from provision.target_local import LocalTarget
+
+    py = tmp_path / "etc/openstack-dashboard/local_settings.d/_90_ceph_openstack_ami.py"
+    py.parent.mkdir(parents=True)
+    text = "WEBROOT = '/'\nSECRET_KEY = 'dj4ng0k3y'\n"
+    py.write_text(text)
+    py.chmod(0o640)
+    assert {(f.kind, f.detail) for f in audit(LocalTarget(), root=str(tmp_path)).findings} == {("openstack-password", "Django SECRET_KEY with a value")}
+    py.write_text(blank_service_passwords(text))
     assert audit(LocalTarget(), root=str(tmp_path)).findings == []

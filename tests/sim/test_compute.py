@@ -1,0 +1,185 @@
+"""Nova, Neutron and the dashboard in the simulated instance: the demo server boots from its Ceph volume.
+
+Needs the ``sim`` session fixture (tests/sim/conftest.py). Checked as the owner would:
+``openstack server list/show``, ``openstack console log show`` and ``ping`` inside the
+instance; the dashboard from the host, with Debian's headless Chromium driven by Selenium.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from typing import Any
+
+import pytest
+
+from provision import guest
+from provision.openstack_conf import parse_ini, parse_openrc
+from tests.sim.test_openstack import boot_volumes, cli, cli_json
+
+pytestmark = pytest.mark.docker
+
+CONSOLE_WAIT_S = 120
+
+
+def demo_servers(sim: Any) -> list[dict[str, Any]]:
+    """``openstack server list`` entries called like the demo server."""
+    name = sim.settings.openstack.server_name
+    return [s for s in cli_json(sim.target, "server list --name %s", f"^{name}$") if s["Name"] == name]
+
+
+def console_log(sim: Any, want: str, timeout: float = CONSOLE_WAIT_S) -> str:
+    """The demo server's console log once it contains ``want`` (the last one read otherwise)."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = cli(sim.target, "console log show %s", sim.settings.openstack.server_name, check=False).stdout
+        if want in text:
+            break
+        time.sleep(3)
+    return text
+
+
+def test_one_demo_server_active_with_the_boot_volume_as_root_disk(sim: Any) -> None:
+    servers = demo_servers(sim)
+    assert len(servers) == 1 and servers[0]["Status"] == "ACTIVE", servers
+    show = cli_json(sim.target, "server show %s", servers[0]["ID"])
+    vols = boot_volumes(sim)
+    assert len(vols) == 1
+    assert [v["id"] for v in show["volumes_attached"]] == [vols[0]["ID"]]
+    assert show["image"] in ("", "N/A (booted from volume)")
+    assert show["properties"].get("coa-instance-id") == sim.status()["instance_id"]  # server metadata
+
+
+def test_qemu_opens_the_rbd_volume_with_the_instance_libvirt_secret(sim: Any) -> None:
+    t = sim.target
+    server = demo_servers(sim)[0]
+    domain = cli_json(t, "server show %s", server["ID"])["OS-EXT-SRV-ATTR:instance_name"]
+    xml = t.run(["virsh", "-c", "qemu:///system", "dumpxml", domain]).stdout
+    volume = boot_volumes(sim)[0]["ID"]
+    assert f"<source protocol='rbd' name='{sim.settings.volume_pool}/volume-{volume}'" in xml
+    secret = parse_ini(t.read("/etc/cinder/cinder.conf").decode())[sim.settings.openstack.cinder_backend]["rbd_secret_uuid"]
+    assert f"<secret type='ceph' uuid='{secret}'/>" in xml
+    assert f"<auth username='{sim.settings.volume_pool}'>" in xml
+    # No /dev/kvm in the instance: Nova runs the guest under TCG.
+    kvm = t.run(["test", "-c", "/dev/kvm"], check=False).ok
+    assert ("<domain type='kvm'" in xml) == kvm and ("<domain type='qemu'" in xml) == (not kvm)
+    nova = parse_ini(t.read("/etc/nova/nova.conf").decode())
+    assert nova["libvirt"]["virt_type"] == ("kvm" if kvm else "qemu")
+
+
+def test_console_log_shows_the_guest_login_prompt(sim: Any) -> None:
+    text = console_log(sim, "login:")
+    assert guest.BANNER in text
+    assert "login:" in text
+
+
+def test_guest_gets_an_address_by_dhcp_and_the_instance_reaches_it(sim: Any) -> None:
+    text = console_log(sim, guest.ADDRESS_LINE_PREFIX)
+    m = re.search(re.escape(guest.ADDRESS_LINE_PREFIX) + r"(\d+\.\d+\.\d+\.\d+)/\d+", text)
+    assert m, text[-800:]
+    server = cli_json(sim.target, "server show %s", demo_servers(sim)[0]["ID"])
+    assert m.group(1) in json.dumps(server["addresses"])
+    ping = sim.target.run(["ping", "-c", "3", "-W", "2", m.group(1)], check=False)
+    assert ping.ok, ping.stdout + ping.stderr
+
+
+def test_novnc_url_uses_the_public_hostname(sim: Any) -> None:
+    public = sim.status()["public_hostname"]
+    # nova-api asks nova-compute over RPC; on 2 busy cores under TCG one call has timed out
+    # once (MessagingTimeout -> 500) and the next answered in 2 s: allow a second try.
+    show = cli(sim.target, "console url show --novnc %s -f json", sim.settings.openstack.server_name, check=False)
+    if not show.ok:
+        show = cli(sim.target, "console url show --novnc %s -f json", sim.settings.openstack.server_name)
+    url = json.loads(show.stdout)["url"]
+    assert url.startswith(f"http://{public}:{sim.settings.openstack.novnc_port}/vnc_auto.html?"), url
+    # The proxy itself answers on the instance.
+    code = sim.target.run("curl -s -o /dev/null -w '%%{http_code}' --max-time 10 http://127.0.0.1:%s/vnc_auto.html",
+                          str(sim.settings.openstack.novnc_port), check=False).stdout
+    assert code == "200"
+
+
+def test_services_fit_the_instance_memory(sim: Any, docker_client: Any) -> None:
+    """Ceph, OpenStack and the guest together stay well inside the instance type's memory."""
+    c = docker_client.containers.get(sim.container)
+    stats = c.stats(stream=False)
+    limit = c.attrs["HostConfig"]["Memory"]
+    used = stats["memory_stats"]["usage"] - stats["memory_stats"].get("stats", {}).get("cache", 0)
+    print(f"instance memory: {used / 2**20:.0f} MiB used of {limit / 2**20:.0f} MiB")
+    assert used < 0.6 * limit
+
+
+def test_reboot_resumes_the_same_server(sim: Any) -> None:
+    before = demo_servers(sim)
+    status = sim.reboot()
+    assert status["ready"], status["checks"]
+    after = demo_servers(sim)
+    assert [s["ID"] for s in after] == [s["ID"] for s in before] and after[0]["Status"] == "ACTIVE"
+    assert len(boot_volumes(sim)) == 1
+    journal = sim.target.run("journalctl -b -o cat --no-pager -u coa-openstack-demo-server").stdout
+    assert "unchanged: cephdemo-server is server" in journal
+    assert "login:" in console_log(sim, "login:")
+
+
+# --- the dashboard, from the host ----------------------------------------------------------------------
+def _browser() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.fail("the browser test needs Debian's chromium and chromium-driver (apt install chromium chromium-driver)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager try to download anything
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def test_browser_logs_in_to_the_dashboard_and_sees_the_server(sim: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ip = sim.status()["private_ip"]
+    password = parse_openrc(sim.target.read("/root/openrc").decode())["OS_PASSWORD"]
+    browser = _browser()
+    try:
+        browser.set_page_load_timeout(120)
+        browser.get(f"http://{ip}/")
+        WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "id_username")))
+        assert "/auth/login/" in browser.current_url
+        browser.find_element(By.ID, "id_username").send_keys("admin")
+        browser.find_element(By.ID, "id_password").send_keys(password)
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(browser, 90).until(lambda b: "/auth/login/" not in b.current_url)
+        browser.get(f"http://{ip}/project/instances/")
+        WebDriverWait(browser, 90).until(ec.presence_of_element_located((By.ID, "instances")))
+        page = browser.page_source
+        assert sim.settings.openstack.server_name in page
+        assert "Active" in page
+    finally:
+        browser.quit()
+
+
+def test_dashboard_refuses_a_wrong_password(sim: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ip = sim.status()["private_ip"]
+    browser = _browser()
+    try:
+        browser.get(f"http://{ip}/auth/login/")
+        WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "id_username")))
+        browser.find_element(By.ID, "id_username").send_keys("admin")
+        browser.find_element(By.ID, "id_password").send_keys("not-the-password")
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".alert-danger, .error")))
+        assert "/auth/login/" in browser.current_url
+    finally:
+        browser.quit()
