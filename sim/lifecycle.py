@@ -51,10 +51,6 @@ RUN_OPTIONS: dict[str, Any] = {
     "cap_add": ["ALL"],
     "cap_drop": ["SYS_RESOURCE"],
     "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
-    # Docker's read-only paths without /proc/sys: writable, as on an instance (os-vif sets
-    # per-bridge sysctls when Nova plugs a guest's NIC; they belong to the container's network
-    # namespace).
-    "readonly_paths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-trigger"],
     "cgroupns": "private",
     "tmpfs": {"/run": "rw,mode=755", "/run/lock": "rw", "/tmp": "rw,exec,mode=1777"},
     "stop_signal": "SIGRTMIN+3",
@@ -63,6 +59,10 @@ RUN_OPTIONS: dict[str, Any] = {
     # so Nova runs its guests under TCG (openstack-notes.md).
     "devices": ["/dev/net/tun:/dev/net/tun:rwm"],
 }
+#: Docker's read-only paths without /proc/sys: writable, as on an instance (os-vif sets
+#: per-bridge sysctls when Nova plugs a guest's NIC; they belong to the container's network
+#: namespace). Not a ``containers.run`` argument: set on the host config of the instance.
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-trigger"]
 
 
 @dataclass
@@ -241,7 +241,7 @@ class Sim:
             tmpfs=RUN_OPTIONS["tmpfs"], network_mode=NETWORK, cgroupns=RUN_OPTIONS["cgroupns"],
             devices=RUN_OPTIONS["devices"],
         )
-        host_config["ReadonlyPaths"] = RUN_OPTIONS["readonly_paths"]  # not a create_host_config argument
+        host_config["ReadonlyPaths"] = READONLY_PATHS
         net = api.create_networking_config({NETWORK: api.create_endpoint_config(ipv4_address=ip)})
         hostname = inst.get("PrivateDnsName", "").split(".")[0] or name
         api.create_container(
