@@ -461,7 +461,10 @@ def render_nova_conf(settings: Settings, sec: Secrets, addrs: Addresses, kvm_usa
             _service_auth("placement", settings, addrs, "placement", sec.placement_service),
             _service_auth("neutron", settings, addrs, "neutron", sec.neutron_service, [("service_metadata_proxy", False)]),
             ("glance", [("valid_interfaces", "internal"), ("region_name", o.region)]),
-            ("cinder", [("catalog_info", "volumev3:cinderv3:internalURL"), ("os_region_name", o.region)]),
+            # Credentials too: nova-compute deletes volume attachments without a user's token
+            # when it cleans up (a deleted server of an earlier instance, for one).
+            _service_auth("cinder", settings, addrs, "nova", sec.nova_service,
+                          [("catalog_info", "volumev3:cinderv3:internalURL"), ("os_region_name", o.region)]),
             ("conductor", [("workers", o.nova_workers)]),
             ("scheduler", [("workers", o.nova_workers), ("discover_hosts_in_cells_interval", -1)]),
             (

@@ -202,3 +202,12 @@ def test_relaunch_renews_every_secret_and_follows_the_new_name(sim: Any) -> None
     assert console.stdout.strip() == "1"
 
     assert [v["ID"] for v in boot_volumes(sim)] == [volume]  # the image's volume is kept, no second one
+
+    # The console and dashboard follow the new name too.
+    from provision.openstack_conf import DASHBOARD_OVERRIDES, parse_ini
+
+    vnc = parse_ini(t.read("/etc/nova/nova.conf").decode())["vnc"]
+    assert vnc["novncproxy_base_url"].startswith(f"http://{after['public_hostname']}:")
+    assert vnc["server_proxyclient_address"] == after["private_ip"]
+    hosts = t.read(DASHBOARD_OVERRIDES).decode()
+    assert repr(after["public_hostname"]) in hosts and before["public_hostname"] not in hosts
