@@ -304,7 +304,10 @@ class Sim:
                 removed.append(iid)
         return removed
 
-    def _wait_systemd(self, timeout: float = 120) -> None:
+    def _wait_systemd(self, timeout: float = 600) -> None:
+        # `systemctl is-system-running --wait` returns when every boot unit is done, the boot
+        # jobs included: on a new instance with compute (rotations, then the demo server) that
+        # is ~2 min, more than the 120 s once allowed here.
         wait_for_systemd(self.target(), timeout, self.log)
 
     def _wait_ready(self, timeout: float = 900) -> list[Check]:
