@@ -845,6 +845,17 @@ def network_step(target: Target, settings: Settings) -> tuple[bool, str]:
 PACKAGE_SITES = ("000-default", "default-ssl", "openstack-dashboard-alias-only", "openstack-dashboard", "openstack-dashboard-ssl", "openstack-dashboard-ssl-redirect")
 
 
+def dashboard_login_url(settings: Settings) -> str:
+    """The dashboard's login page, on the instance itself."""
+    return f"http://127.0.0.1:{settings.openstack.dashboard_port}/auth/login/"
+
+
+def dashboard_status(target: Target, settings: Settings) -> str:
+    """The HTTP status of the dashboard's login page ("000" or "" when nothing answers)."""
+    probe = "curl -s -o /dev/null -w '%%{http_code}' --max-time 20 %s"
+    return target.run(probe, dashboard_login_url(settings), check=False).stdout.strip()
+
+
 COMPRESS_STAMP = "/var/lib/openstack-dashboard/static/.ceph-openstack-ami-compressed"
 COMPRESS_STAMP_TEXT = "WEBROOT=/"
 
@@ -868,9 +879,8 @@ def dashboard_step(target: Target, settings: Settings, prof: OpenStackProfile) -
     if did:
         restart_if_active(target, [prof.dashboard_unit])
     did += ensure_running(target, [prof.dashboard_unit])
-    url = f"http://127.0.0.1:{settings.openstack.dashboard_port}/auth/login/"
-    probe = "curl -s -o /dev/null -w '%%{http_code}' --max-time 20 %s"
-    wait_for(f"the dashboard to answer at {url}", lambda: target.run(probe, url, check=False).stdout.strip() == "200", 180, 2.0)
+    url = dashboard_login_url(settings)
+    wait_for(f"the dashboard to answer at {url}", lambda: dashboard_status(target, settings) == "200", 180, 2.0)
     return (True, "; ".join(did)) if did else (False, f"dashboard answers at {url}")
 
 

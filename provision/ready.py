@@ -106,9 +106,10 @@ def check_demo_server(target: Target, settings: Settings) -> Check:
 
 def check_dashboard(target: Target, settings: Settings) -> Check:
     """The dashboard's login page answers 200 on the instance."""
-    url = f"http://127.0.0.1:{settings.openstack.dashboard_port}/auth/login/"
-    code = target.run("curl -s -o /dev/null -w '%%{http_code}' --max-time 20 %s", url, check=False).stdout.strip()
-    return Check("dashboard", code == "200", f"{url} answered {code or 'nothing'}")
+    from .openstack import dashboard_login_url, dashboard_status
+
+    code = dashboard_status(target, settings)
+    return Check("dashboard", code == "200", f"{dashboard_login_url(settings)} answered {code or 'nothing'}")
 
 
 CHECKS += [check_keystone, check_glance, check_cinder, check_boot_volume, check_compute, check_demo_server, check_dashboard]
