@@ -52,9 +52,14 @@ def apt_install(target: Target, packages: Sequence[str], seconds: int) -> bool:
 
     ``apt-get update`` runs first only when there are no package lists, and once more when
     the install fails on stale ones; the downloaded .debs are cleaned away afterwards.
+    dpkg runs with ``--force-unsafe-io`` (no fsync per unpacked file, as Debian's own
+    container images do): a host being provisioned is either snapshotted after a clean
+    shutdown or provisioned again, and syncing each of ~800 packages' files is slow (the
+    OpenStack packages took 238 s with it in the sim, 304-332 s without).
     """
     env = ["env", "DEBIAN_FRONTEND=noninteractive"]
-    install = [*env, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    install = [*env, "apt-get", "install", "-y", "-q", "--no-install-recommends",
+               "-o", "Dpkg::Options::=--force-unsafe-io", *packages]
     update = [*env, "apt-get", "update", "-q"]
     updated = not target.run("ls /var/lib/apt/lists/ | grep -q '_Packages'", check=False).ok
     if updated:
