@@ -676,6 +676,19 @@ class UwsgiApp:
     extra: tuple[tuple[str, object], ...] = ()
     #: The name the init wrapper reads ``/etc/default/NAME`` under, when not the package's.
     default_name: str = ""
+    #: The application talks to RabbitMQ (oslo.messaging RPC): see :data:`RPC_HEARTBEAT_ENV`.
+    rpc: bool = False
+
+
+#: oslo.messaging sends RabbitMQ heartbeats from a green thread that only runs while the
+#: eventlet-patched process yields; a uWSGI worker idles in native code between requests, so
+#: RabbitMQ dropped nova-api's and neutron-api's connections ("missed heartbeats from client,
+#: timeout: 60s" in its log) and an RPC call answered on a dropped reply queue ended in a
+#: MessagingTimeout (seen as `openstack console url show` failing after 60 s). oslo.messaging's
+#: documented remedy for WSGI services is ``[oslo_messaging_rabbit] heartbeat_in_pthread``; it is
+#: set for the uWSGI apps only (as oslo.config's environment source), never for the daemons that
+#: share their configuration files.
+RPC_HEARTBEAT_ENV = "OS_OSLO_MESSAGING_RABBIT__HEARTBEAT_IN_PTHREAD=true"
 
 
 def uwsgi_apps(settings: Settings) -> dict[str, UwsgiApp]:
@@ -685,14 +698,14 @@ def uwsgi_apps(settings: Settings) -> dict[str, UwsgiApp]:
         "keystone": UwsgiApp("keystone-api", "/usr/bin/keystone-wsgi-public", "/var/log/keystone/keystone.log",
                              "/var/lib/keystone", o.keystone_port, o.keystone_processes, o.keystone_threads),
         "cinder-api": UwsgiApp("cinder-api", "/usr/bin/cinder-wsgi", "/var/log/cinder/cinder-api.log",
-                               "/var/lib/cinder", o.cinder_port, o.cinder_api_processes, o.cinder_api_threads, upload=True),
+                               "/var/lib/cinder", o.cinder_port, o.cinder_api_processes, o.cinder_api_threads, upload=True, rpc=True),
         "placement-api": UwsgiApp("placement-api", "/usr/bin/placement-api", "/var/log/placement/placement-api.log",
                                   "/var/lib/placement", o.placement_port, o.placement_processes, o.placement_threads),
         "nova-api": UwsgiApp("nova-api", "/usr/bin/nova-api-wsgi", "/var/log/nova/nova-api.log",
-                             "/var/lib/nova", o.nova_port, o.nova_api_processes, o.nova_api_threads),
+                             "/var/lib/nova", o.nova_port, o.nova_api_processes, o.nova_api_threads, rpc=True),
         "neutron-api": UwsgiApp("neutron-api", "/usr/bin/neutron-api", "/var/log/neutron/neutron-api.log",
                                 "/var/lib/neutron", o.neutron_port, o.neutron_api_workers, 4,
-                                extra=(("paste", "config:/etc/neutron/api-paste.ini"),), default_name="neutron-server"),
+                                extra=(("paste", "config:/etc/neutron/api-paste.ini"),), default_name="neutron-server", rpc=True),
     }
 
 
@@ -722,6 +735,8 @@ def render_uwsgi_ini(app: UwsgiApp) -> str:
     # uWSGI's http-socket does not keep connections alive: say so, or clients that reuse a
     # connection get "connection reset by peer" (seen with the openstack CLI).
     items.append(("add-header", "Connection: close"))
+    if app.rpc:
+        items.append(("env", RPC_HEARTBEAT_ENV))
     if app.upload:
         items += [("http-raw-body", True), ("socket-timeout", 10), ("wsgi-manage-chunked-input", True)]
     items += list(app.extra)

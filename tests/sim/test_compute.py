@@ -23,6 +23,9 @@ from tests.sim.test_openstack import boot_volumes, cli, cli_json
 pytestmark = pytest.mark.docker
 
 CONSOLE_WAIT_S = 120
+#: Longer than RabbitMQ's heartbeat timeout (60 s) and the ~2 minutes after which it dropped
+#: idle uWSGI clients before they sent heartbeats from a native thread.
+API_IDLE_S = 150
 
 
 def demo_servers(sim: Any) -> list[dict[str, Any]]:
@@ -87,13 +90,30 @@ def test_guest_gets_an_address_by_dhcp_and_the_instance_reaches_it(sim: Any) -> 
     assert ping.ok, ping.stdout + ping.stderr
 
 
-def test_novnc_url_uses_the_public_hostname(sim: Any) -> None:
+def uwsgi_heartbeat_drops(target: Any) -> list[str]:
+    """RabbitMQ's log lines closing a uWSGI app's connection for missed heartbeats."""
+    log = target.run("cat /var/log/rabbitmq/rabbit@*.log", check=False).stdout.splitlines()
+    missed = {ln.split()[3] for ln in log if "missed heartbeats from client" in ln and len(ln.split()) > 3}
+    return [ln for ln in log if "closing AMQP connection" in ln and " - uwsgi:" in ln and ln.split()[3] in missed]
+
+
+def test_novnc_url_uses_the_public_hostname_even_after_the_api_idled(sim: Any) -> None:
+    """The dashboard's Console tab: an RPC call from nova-api (a uWSGI app) to nova-compute.
+
+    RabbitMQ drops a client that sends no heartbeat for 60 s; nova-api idles between requests,
+    so the call is made, the API left idle for longer than that, and the call made again.
+    """
     public = sim.status()["public_hostname"]
-    # The base of every console URL Nova hands out. (Asking the API for one, `openstack console
-    # url show`, timed out in nova's RPC in the sim at times: see the README's known issues.)
+    base = f"http://{public}:{sim.settings.openstack.novnc_port}/vnc_auto.html"
     nova = parse_ini(sim.target.read("/etc/nova/nova.conf").decode())
-    url = nova["vnc"]["novncproxy_base_url"]
-    assert url == f"http://{public}:{sim.settings.openstack.novnc_port}/vnc_auto.html", url
+    assert nova["vnc"]["novncproxy_base_url"] == base
+    earlier = len(uwsgi_heartbeat_drops(sim.target))  # the log is append-only
+    for attempt in range(2):
+        if attempt:
+            time.sleep(API_IDLE_S)
+        url = cli(sim.target, "console url show --novnc -f value -c url %s", sim.settings.openstack.server_name).stdout.strip()
+        assert url.startswith(base + "?path=%3Ftoken%3D"), url
+    assert uwsgi_heartbeat_drops(sim.target)[earlier:] == []
     # The proxy itself answers on the instance.
     code = sim.target.run("curl -s -o /dev/null -w '%%{http_code}' --max-time 10 http://127.0.0.1:%s/vnc_auto.html",
                           str(sim.settings.openstack.novnc_port), check=False).stdout
@@ -108,18 +128,6 @@ def test_services_fit_the_instance_memory(sim: Any, docker_client: Any) -> None:
     used = stats["memory_stats"]["usage"] - stats["memory_stats"].get("stats", {}).get("cache", 0)
     print(f"instance memory: {used / 2**20:.0f} MiB used of {limit / 2**20:.0f} MiB")
     assert used < 0.6 * limit
-
-
-def test_reboot_resumes_the_same_server(sim: Any) -> None:
-    before = demo_servers(sim)
-    status = sim.reboot()
-    assert status["ready"], status["checks"]
-    after = demo_servers(sim)
-    assert [s["ID"] for s in after] == [s["ID"] for s in before] and after[0]["Status"] == "ACTIVE"
-    assert len(boot_volumes(sim)) == 1
-    journal = sim.target.run("journalctl -b -o cat --no-pager -u coa-openstack-demo-server").stdout
-    assert "unchanged: cephdemo-server is server" in journal
-    assert "login:" in console_log(sim, "login:")
 
 
 # --- the dashboard, from the host ----------------------------------------------------------------------

@@ -520,3 +520,11 @@ def _server(sid: str, status: str, instance: str | None = "i-new", created: str 
 def test_plan_demo_server(servers: list[dict[str, Any]], keep: str | None, delete: tuple[str, ...], start: bool, wait: bool, create: bool) -> None:
     plan = plan_demo_server(servers, "cephdemo-server", "i-new")
     assert (plan.keep, plan.delete, plan.start, plan.wait, plan.create) == (keep, delete, start, wait, create)
+
+
+def test_only_the_uwsgi_apps_that_use_rpc_send_heartbeats_from_a_native_thread() -> None:
+    from provision.openstack_conf import RPC_HEARTBEAT_ENV
+
+    apps = uwsgi_apps(S)
+    with_env = {p for p, app in apps.items() if parse_ini(render_uwsgi_ini(app))["uwsgi"].get("env") == RPC_HEARTBEAT_ENV}
+    assert with_env == {"nova-api", "neutron-api", "cinder-api"}
