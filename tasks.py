@@ -294,7 +294,7 @@ def test(c, offline=False, full=False, k=None):
     env = {"TESTCONTAINERS_RYUK_DISABLED": "true"}
     if full:
         env["COA_TEST_FULL"] = "1"
-    args = [sys.executable, "-m", "pytest", "tests"]
+    args = [sys.executable, "-m", "pytest", "tests", "--durations=25"]  # where the time goes
     if offline:
         args += ["-m", "not docker and not reliability"]
     if k:

@@ -66,6 +66,9 @@ def build_ami_sim(
         caller_ip=GATEWAY,  # the host, as the instance sees it
         subnet_id=sim.state.subnet_id,
         ssh_private=True,
+        # The proven-profile gate guards builds on AWS; a build in the simulation is itself a
+        # simulation run (an instance of its AMI that comes up ready records the profile as proven).
+        allow_unproven=True,
         wait_delay=1.0,
         ssh_delay=1.0,
         ssh_attempts=120,

@@ -1,5 +1,11 @@
 """The simulation, brought up once per test session (the expensive part), torn down at the end.
 
+The session's instance is what a user of the AMI gets: the session first runs the real build
+(`invoke build.ami --sim --public`: a builder provisioned over SSH, scrubbed, audited, imaged),
+then launches an instance of that AMI. So OpenStack is provisioned once per session, and every
+sim test checks an instance of a built image. The build's output is kept in
+``build/test-session-build.log`` (follow it with ``tail -f`` while the session starts).
+
 The session takes over the machine's sim: any sim already running is replaced (with
 ``COA_TEST_REUSE_SIM=1``, a ready one is used as it is and left running).
 """
@@ -7,6 +13,10 @@ The session takes over the machine's sim: any sim already running is replaced (w
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -18,9 +28,11 @@ from provision.target import Target
 class SimHandle:
     """What sim tests use: the current instance's target and status, reboot and relaunch."""
 
-    def __init__(self, sim: Any) -> None:
+    def __init__(self, sim: Any, built: dict[str, Any] | None) -> None:
         self._sim = sim
         self.settings: Settings = sim.settings
+        #: The session's build: ``ami`` (its id) and ``stdout`` (the task's output); None when unknown.
+        self.built = built
 
     @property
     def target(self) -> Target:
@@ -57,17 +69,43 @@ class SimHandle:
         return self._sim.down()
 
 
+BUILD_LOG = Path("build/test-session-build.log")
+AMI_LINE = re.compile(r"^us-east-1: (ami-[0-9a-f]+)$", re.M)
+
+
+def build_ami() -> dict[str, Any]:
+    """Run the real task, `invoke build.ami --sim --public`; its AMI id and output."""
+    BUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
+    with BUILD_LOG.open("w") as out:
+        r = subprocess.run([sys.executable, "-m", "invoke", "build.ami", "--sim", "--public"],
+                           stdout=out, stderr=subprocess.STDOUT, text=True)
+    text = BUILD_LOG.read_text()
+    if r.returncode != 0 or not AMI_LINE.search(text):
+        pytest.fail(f"`invoke build.ami --sim --public` failed (exit {r.returncode}); "
+                    f"its output is in {BUILD_LOG}:\n{text[-4000:]}")
+    return {"ami": AMI_LINE.search(text).group(1), "stdout": text}
+
+
+def last_build() -> dict[str, Any] | None:
+    """The build recorded by an earlier session (for COA_TEST_REUSE_SIM=1)."""
+    text = BUILD_LOG.read_text() if BUILD_LOG.exists() else ""
+    m = AMI_LINE.search(text)
+    return {"ami": m.group(1), "stdout": text} if m else None
+
+
 @pytest.fixture(scope="session")
 def sim(docker_client: Any) -> Iterator[SimHandle]:
-    """A provisioned, ready simulated instance (built once per session)."""
+    """A ready instance of an AMI built in this session (build and launch once per session)."""
     from sim.lifecycle import Sim
 
     s = Sim(Settings(), log=print)
     if os.environ.get("COA_TEST_REUSE_SIM") == "1" and s.state.instance_id and s.status().get("ready"):
         # For working on one test: use the running sim as it is, and leave it running.
-        yield SimHandle(s)
+        yield SimHandle(s, last_build())
         return
     s.down()
-    s.up()
-    yield SimHandle(s)
+    built = build_ami()
+    s = Sim(Settings(), log=print)  # the state the build left (network, daemon, its AMI)
+    s.up(ami=built["ami"])
+    yield SimHandle(s, built)
     Sim(Settings(), log=print).down()

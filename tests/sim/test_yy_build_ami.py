@@ -1,14 +1,12 @@
-"""`build.ami --sim --public` end to end, then instances launched from the built AMI.
+"""`build.ami --sim --public` end to end (the session's build, tests/sim/conftest.py), and instances of its AMI.
 
-Runs after the other sim tests (it replaces the session's instance with one from the AMI).
+Runs after the other sim tests (it replaces the session's instance with a new one of the AMI).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +22,24 @@ MANIFEST = Path("build/manifest.json")
 
 @pytest.fixture(scope="module")
 def built(sim: Any) -> dict[str, Any]:
-    """Run the real task once: `invoke build.ami --sim --public`."""
-    r = subprocess.run([sys.executable, "-m", "invoke", "build.ami", "--sim", "--public"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    ami = re.search(r"^us-east-1: (ami-[0-9a-f]+)$", r.stdout, re.M)
-    assert ami, r.stdout[-2000:]
-    return {"ami": ami.group(1), "stdout": r.stdout}
+    """The session's run of the real task, `invoke build.ami --sim --public`."""
+    if sim.built is None:
+        pytest.fail("no build is recorded for this sim (COA_TEST_REUSE_SIM=1 needs a sim started by a test session)")
+    return sim.built
+
+
+def identity(sim: Any) -> dict[str, str]:
+    """What must differ between two instances of one AMI: keys, secrets, ids, the demo server."""
+    t = sim.target
+    return {
+        "host_key": t.run("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1],
+        "cephx": ceph.ceph(t, sim.settings, "auth", "get-key", "client.volumes").stdout.strip(),
+        "admin": ceph.ceph(t, sim.settings, "auth", "get-key", "client.admin").stdout.strip(),
+        "machine_id": t.run("cat /etc/machine-id").stdout.strip(),
+        "admin_password": parse_openrc(t.read("/root/openrc").decode())["OS_PASSWORD"],
+        "libvirt_secret": t.run("virsh -q -c qemu:///system secret-list | awk '{print $1}'").stdout.strip(),
+        "demo_server": t.run(". /root/openrc && openstack server list -f value -c ID -c Status").stdout.strip(),
+    }
 
 
 def test_ami_is_public_and_in_the_manifest(sim: Any, built: dict[str, Any]) -> None:
@@ -63,21 +73,14 @@ def test_instances_from_the_ami_are_ready_with_their_own_secrets(sim: Any, built
     builder_key = re.search(r"key = (\S+)", baked).group(1)
     assert docker_client.containers.run(image.id, ["sh", "-c", "ls /etc/ssh/ssh_host_* 2>/dev/null | wc -l"], entrypoint=[], remove=True).strip() == b"0"
 
-    seen = []
-    for _ in range(2):
-        status = sim.up(ami=built["ami"])
-        assert status["ready"] is True and status["ami_id"] == built["ami"]
-        t = sim.target
-        seen.append({
-            "host_key": t.run("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1],
-            "cephx": ceph.ceph(t, sim.settings, "auth", "get-key", "client.volumes").stdout.strip(),
-            "admin": ceph.ceph(t, sim.settings, "auth", "get-key", "client.admin").stdout.strip(),
-            "machine_id": t.run("cat /etc/machine-id").stdout.strip(),
-            "admin_password": parse_openrc(t.read("/root/openrc").decode())["OS_PASSWORD"],
-            "libvirt_secret": t.run("virsh -q -c qemu:///system secret-list | awk '{print $1}'").stdout.strip(),
-            "demo_server": t.run(". /root/openrc && openstack server list -f value -c ID -c Status").stdout.strip(),
-        })
-        assert seen[-1]["demo_server"].endswith(" ACTIVE") and len(seen[-1]["demo_server"].splitlines()) == 1
+    # The session's instance descends from the AMI (relaunched since); a new instance of the AMI
+    # must share none of its keys, secrets or ids, nor the builder's.
+    seen = [identity(sim)]
+    status = sim.up(ami=built["ami"])
+    assert status["ready"] is True and status["ami_id"] == built["ami"]
+    seen.append(identity(sim))
+    for s in seen:
+        assert s["demo_server"].endswith(" ACTIVE") and len(s["demo_server"].splitlines()) == 1, s["demo_server"]
     first, second = seen
     for key in first:
         assert first[key] != second[key], key

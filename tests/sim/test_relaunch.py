@@ -1,0 +1,130 @@
+"""A new instance from this instance's disk (``sim.relaunch()``: new id, new IP, new name) and what must hold after it.
+
+A relaunch costs minutes (an image of the instance, then a first boot), so the module relaunches
+once (the ``relaunched`` fixture) and every test checks one aspect of that same relaunch: EC2's
+view and the metadata, the monitor's new address, data kept, every cephx key and OpenStack
+secret renewed, endpoints, console and dashboard following the new name, no second volume.
+The reliability suite relaunches more times in a row, and checks that no instance reuses an
+earlier one's keys (test_reliability.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+from provision import ceph
+from provision.openstack_conf import DASHBOARD_OVERRIDES, Secrets, parse_ini, parse_openrc
+from tests.sim.test_ceph import HEALTH_TIMEOUT_S, boot_log, client_keys, image_sha256, mon_vectors
+from tests.sim.test_ceph import IMAGE as DATA_IMAGE
+from tests.sim.test_openstack import OPENRC, boot_volumes, cli, endpoints, secrets_of
+from tests.sim.test_sim import imds_get
+
+pytestmark = pytest.mark.docker
+
+DATA = "/root/coa-sim-ceph-check.bin"
+
+
+@pytest.fixture(scope="module")
+def relaunched(sim: Any) -> Iterator[dict[str, Any]]:
+    """8 MiB of random data written to an RBD image, what the instance looked like, one relaunch."""
+    t, s = sim.target, sim.settings
+    ceph.wait_healthy(t, s, timeout=HEALTH_TIMEOUT_S)
+    ceph.rbd(t, s, "rm", DATA_IMAGE, check=False)
+    t.run(["sh", "-c", f"head -c 8M /dev/urandom > {DATA}"])
+    ceph.rbd(t, s, "--id", s.volume_pool, "import", DATA, DATA_IMAGE)
+    local = t.run(["sha256sum", DATA]).stdout.split()[0]
+    t.run(["rm", "-f", DATA])
+    assert image_sha256(t, s) == local
+    before = {
+        "status": sim.status(),
+        "boot_log_lines": len(boot_log(sim)),
+        "data_sha256": local,
+        "keys": client_keys(t, s),
+        "openrc": parse_openrc(t.read(OPENRC).decode()),
+        "secrets": secrets_of(sim),
+        "fernet": t.run("cat /etc/keystone/fernet-keys/* | sha256sum").stdout,
+        "boot_volumes": [v["ID"] for v in boot_volumes(sim)],
+    }
+    after = sim.relaunch()
+    yield {"before": before, "after": after}
+    ceph.rbd(sim.target, s, "rm", DATA_IMAGE, check=False)
+
+
+def test_new_instance_ip_and_mapping(sim: Any, relaunched: dict[str, Any]) -> None:
+    before, after = relaunched["before"]["status"], relaunched["after"]
+    assert after["instance_id"] != before["instance_id"]
+    assert after["private_ip"] != before["private_ip"]
+    assert after["ready"] is True, after["checks"]
+    t = sim.target
+    assert imds_get(t, "meta-data/instance-id") == after["instance_id"]
+    assert t.run("getent hosts cephdemo").stdout.split()[0] == after["private_ip"]
+    assert t.run("getent hosts %s", after["public_hostname"]).stdout.split()[0] == after["private_ip"]
+    old = sim.ec2().describe_instances(InstanceIds=[before["instance_id"]])["Reservations"][0]["Instances"][0]
+    assert old["State"]["Name"] == "terminated"
+
+
+def test_monitor_readdressed_and_data_intact(sim: Any, relaunched: dict[str, Any]) -> None:
+    t, s = sim.target, sim.settings
+    ip = relaunched["after"]["private_ip"]
+    ceph.wait_healthy(t, s, timeout=HEALTH_TIMEOUT_S)
+    vectors = mon_vectors(t, s)
+    assert f"v2:{ip}:3300" in vectors and f"v1:{ip}:6789" in vectors, vectors
+    assert any(" readdress changed: " in line for line in boot_log(sim)[relaunched["before"]["boot_log_lines"]:]), \
+        "no re-addressing logged"
+    assert image_sha256(t, s) == relaunched["before"]["data_sha256"], "data changed"
+
+
+def test_every_cephx_key_renewed(sim: Any, relaunched: dict[str, Any]) -> None:
+    keys, old = client_keys(sim.target, sim.settings), relaunched["before"]["keys"]
+    same = [name for name in keys if keys[name] == old[name]]
+    assert not same, f"{same} kept a key of the earlier instance"
+
+
+def test_every_openstack_secret_renewed(sim: Any, relaunched: dict[str, Any]) -> None:
+    t, before = sim.target, relaunched["before"]
+    env = parse_openrc(t.read(OPENRC).decode())
+    st = t.file_state(OPENRC)
+    assert st is not None and st.mode == 0o600
+    assert env["OS_PASSWORD"] != before["openrc"]["OS_PASSWORD"]
+    refused = cli(t, "token issue", check=False, password=before["openrc"]["OS_PASSWORD"])
+    assert not refused.ok and "401" in refused.stderr
+    assert cli(t, "token issue -f value -c id").stdout.strip()
+
+    old_secrets, new_secrets = before["secrets"], secrets_of(sim)
+    assert set(new_secrets.differing(old_secrets)) == {f for f in Secrets.__dataclass_fields__}
+    assert t.run("cat /etc/keystone/fernet-keys/* | sha256sum").stdout != before["fernet"]
+    for user, attr in (("keystone", "keystone_db"), ("glance", "glance_db"), ("cinder", "cinder_db"), ("nova", "nova_db")):
+        probe = "read -r MYSQL_PWD && export MYSQL_PWD && timeout 30 mysql --protocol=socket -u %s -e 'SELECT 1'"
+        assert not t.run(probe, user, check=False, stdin=getattr(old_secrets, attr) + "\n").ok, f"old {user} DB password still works"
+        assert t.run(probe, user, check=False, stdin=getattr(new_secrets, attr) + "\n").ok
+    secrets_list = t.run(["virsh", "-q", "-c", "qemu:///system", "secret-list"]).stdout
+    assert new_secrets.libvirt_secret_uuid in secrets_list and old_secrets.libvirt_secret_uuid not in secrets_list
+    key = t.run(["ceph", "--connect-timeout", "10", "auth", "get-key", f"client.{sim.settings.volume_pool}"]).stdout.strip()
+    value = t.run(["virsh", "-q", "-c", "qemu:///system", "secret-get-value", new_secrets.libvirt_secret_uuid]).stdout.strip()
+    assert value == key
+
+
+def test_endpoints_console_and_dashboard_follow_the_new_name(sim: Any, relaunched: dict[str, Any]) -> None:
+    t, before, after = sim.target, relaunched["before"]["status"], relaunched["after"]
+    eps = endpoints(t)
+    public = [e["URL"] for e in eps if e["Interface"] == "public"]
+    internal = [e["URL"] for e in eps if e["Interface"] in ("internal", "admin")]
+    assert len(public) == 6 and all(f"//{after['public_hostname']}:" in u for u in public)
+    assert len(internal) == 12 and all(f"//{after['private_ip']}:" in u for u in internal)
+
+    console = t.run("journalctl -o cat --no-pager -u coa-openstack-secrets | grep -c 'admin password for http://%s/: '",
+                    after["public_hostname"], check=False)
+    assert console.stdout.strip() == "1"
+
+    vnc = parse_ini(t.read("/etc/nova/nova.conf").decode())["vnc"]
+    assert vnc["novncproxy_base_url"].startswith(f"http://{after['public_hostname']}:")
+    assert vnc["server_proxyclient_address"] == after["private_ip"]
+    hosts = t.read(DASHBOARD_OVERRIDES).decode()
+    assert repr(after["public_hostname"]) in hosts and before["public_hostname"] not in hosts
+
+
+def test_the_boot_volume_is_kept_not_copied_again(sim: Any, relaunched: dict[str, Any]) -> None:
+    assert [v["ID"] for v in boot_volumes(sim)] == relaunched["before"]["boot_volumes"]
+    assert len(relaunched["before"]["boot_volumes"]) == 1
