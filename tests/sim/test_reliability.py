@@ -16,6 +16,7 @@ import pytest
 
 from provision import ceph
 from provision.exceptions import DiskFull
+from tests.sim.test_ceph import client_keys
 
 pytestmark = [pytest.mark.docker, pytest.mark.reliability]
 
@@ -41,7 +42,7 @@ def test_reboots_and_relaunches_in_a_row(sim: Any) -> None:
     if IMAGE.split("/")[1] not in rbd_images(sim)["volumes"]:
         t.run(ceph.bounded(["sh", "-c", f"head -c 8388608 /dev/urandom | rbd import - {IMAGE}"]))
     want_sum, want_images = checksum(sim), rbd_images(sim)
-    ids = []
+    ids, seen_keys = [], [client_keys(t, sim.settings)]
     for n in range(REBOOTS):
         status = sim.reboot()
         assert status["ready"], f"not ready after reboot {n + 1}: {status['checks']}"
@@ -51,6 +52,11 @@ def test_reboots_and_relaunches_in_a_row(sim: Any) -> None:
         ids.append(status["instance_id"])
         assert status["ready"], f"not ready after relaunch {n + 1}: {status['checks']}"
         assert (checksum(sim), rbd_images(sim)) == (want_sum, want_images), f"after relaunch {n + 1}"
+        keys = client_keys(sim.target, sim.settings)
+        for old in seen_keys:  # no instance reuses a key of any earlier one
+            same = [name for name in keys if keys[name] == old[name]]
+            assert not same, f"relaunch {n + 1}: {same} kept a key of an earlier instance"
+        seen_keys.append(keys)
     assert len(set(ids)) == RELAUNCHES
 
 
@@ -70,6 +76,68 @@ def test_metadata_down_at_boot_uses_last_known_configuration(sim: Any) -> None:
         subprocess.run(["iptables", "-D", "INPUT", *rule], check=True)
     status = sim.status()
     assert status["ready"], status["checks"]
+
+
+#: A fault injected for one boot: /usr/local/bin comes before /usr/bin on the boot units' PATH, so
+#: the re-addressing job's ``ceph-mon --inject-monmap`` runs this, which starts the real one and
+#: SIGKILLs it mid-run (once: it removes itself). The monitor daemon's own unit calls /usr/bin/ceph-mon.
+MON_KILLER = "/usr/local/bin/ceph-mon"
+MON_KILLER_SCRIPT = """#!/bin/sh
+case " $* " in
+*" --inject-monmap "*)
+  rm -f "$0"
+  /usr/bin/ceph-mon "$@" &
+  pid=$!
+  # SIGKILL as soon as it holds the monitor's store open (the inject takes well under 0.1 s).
+  while kill -0 "$pid" 2>/dev/null && ! ls -l "/proc/$pid/fd" 2>/dev/null | grep -q store.db; do :; done
+  if kill -9 "$pid" 2>/dev/null; then echo "fault: ceph-mon --inject-monmap killed with SIGKILL (store open)" >&2
+  else echo "fault: ceph-mon --inject-monmap finished before the kill" >&2; fi
+  wait "$pid"
+  exit 137 ;;
+esac
+exec /usr/bin/ceph-mon "$@"
+"""
+
+
+def unit_state(target: Any, unit: str) -> tuple[str, str]:
+    """(ActiveState, Result) of a unit; empty strings while systemd does not answer."""
+    got = []
+    for prop in ("ActiveState", "Result"):
+        r = target.run(["systemctl", "show", "-p", prop, "--value", unit], check=False)
+        got.append(r.stdout.strip() if r.ok else "")
+    return got[0], got[1]
+
+
+def test_monitor_killed_while_readdressing_is_completed_by_the_next_boot(sim: Any) -> None:
+    """A new instance (new IP) whose re-addressing loses its ceph-mon to SIGKILL, then a reboot."""
+    import time
+
+    from tests.sim.test_ceph import boot_log, mon_vectors
+
+    sim.target.put(MON_KILLER, MON_KILLER_SCRIPT, 0o755)
+    try:
+        before = sim.status()
+        sim.relaunch(wait=False)
+        t = sim.target
+        deadline, state = time.monotonic() + 300, ("", "")
+        while time.monotonic() < deadline and state[0] not in ("failed", "active"):  # inactive: not run yet
+            time.sleep(1)
+            state = unit_state(t, "coa-ceph-readdress.service")
+        journal = t.run("journalctl -b -o cat --no-pager -u coa-ceph-readdress", check=False).stdout
+        assert state == ("failed", "exit-code"), f"the re-addressing job did not fail: {state}\n{journal[-2000:]}"
+        assert "fault: ceph-mon --inject-monmap killed with SIGKILL (store open)" in journal, journal[-2000:]
+        assert not t.exists(MON_KILLER)
+
+        n = len(boot_log(sim))
+        status = sim.reboot()  # the same new instance boots again: its re-addressing must finish now
+        assert status["ready"], status["checks"]
+        ip = status["private_ip"]
+        assert ip != before["private_ip"] and status["instance_id"] != before["instance_id"]
+        vectors = mon_vectors(sim.target, sim.settings)
+        assert f"v2:{ip}:3300" in vectors and f"v1:{ip}:6789" in vectors, vectors
+        assert any(" readdress changed: " in line for line in boot_log(sim)[n:]), boot_log(sim)[n:]
+    finally:
+        sim.target.run(["rm", "-f", MON_KILLER], check=False)
 
 
 def test_disk_too_small_stops_provisioning_before_ceph_is_touched(sim: Any) -> None:
