@@ -1175,7 +1175,7 @@ def render_dashboard_overrides(settings: Settings, sec: Secrets, addrs: Addresse
         f"OPENSTACK_KEYSTONE_DEFAULT_DOMAIN = {_py(DOMAIN)}",
         "OPENSTACK_KEYSTONE_MULTIDOMAIN_SUPPORT = False",
         "OPENSTACK_ENDPOINT_TYPE = 'internalURL'",
-        f"OPENSTACK_NEUTRON_NETWORK = {{'enable_router': False, 'enable_quotas': False, 'enable_distributed_router': False, 'enable_ha_router': False, 'enable_fip_topology_check': False}}",
+        "OPENSTACK_NEUTRON_NETWORK = {'enable_router': False, 'enable_quotas': False, 'enable_distributed_router': False, 'enable_ha_router': False, 'enable_fip_topology_check': False}",
         "CONSOLE_TYPE = 'AUTO'",
         "",
     ]

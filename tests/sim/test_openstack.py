@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from provision import openstack
-from provision.openstack_conf import Secrets, parse_openrc
+from provision.openstack_conf import Secrets
 from provision.steps import run_steps
 from provision.target import Result, Target
 
