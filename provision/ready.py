@@ -21,15 +21,24 @@ class Check:
     detail: str
 
 
+def unit_states(target: Target, units: list[str]) -> dict[str, tuple[str, str]]:
+    """(ActiveState, Result) of each unit, in one ``systemctl show``; ("", "") where systemd does not answer.
+
+    Parsed as ``KEY=VALUE`` lines: with ``--value`` systemd prints the properties in its own
+    order, not the order asked for.
+    """
+    r = target.run(["systemctl", "show", "-p", "ActiveState", "-p", "Result", *units], check=False)
+    states = dict.fromkeys(units, ("", ""))
+    for unit, block in zip(units, r.stdout.strip().split("\n\n") if r.ok else []):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        states[unit] = (fields.get("ActiveState", ""), fields.get("Result", ""))
+    return states
+
+
 def check_boot_jobs(target: Target, settings: Settings) -> Check:
     """Every boot job's unit ran and succeeded at this boot."""
-    units = [j.unit for j in jobs(settings)]
-    states = target.run(["systemctl", "show", "-p", "Id,ActiveState,Result", "--value", *units], check=False).stdout.split("\n\n")
-    bad = []
-    for unit, block in zip(units, states):
-        fields = block.split()
-        if "active" not in fields or "success" not in fields:
-            bad.append(f"{unit}={'/'.join(fields[1:]) or 'unknown'}")
+    states = unit_states(target, [j.unit for j in jobs(settings)])
+    bad = [f"{unit}={'/'.join(state) if state[0] else 'unknown'}" for unit, state in states.items() if state != ("active", "success")]
     return Check("boot-jobs", not bad, "all done" if not bad else "not done: " + ", ".join(bad))
 
 

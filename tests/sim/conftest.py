@@ -79,15 +79,15 @@ def build_ami() -> dict[str, Any]:
     with BUILD_LOG.open("w") as out:
         r = subprocess.run([sys.executable, "-m", "invoke", "build.ami", "--sim", "--public"],
                            stdout=out, stderr=subprocess.STDOUT, text=True)
-    text = BUILD_LOG.read_text()
-    if r.returncode != 0 or not AMI_LINE.search(text):
+    built = last_build()
+    if r.returncode != 0 or built is None:
         pytest.fail(f"`invoke build.ami --sim --public` failed (exit {r.returncode}); "
-                    f"its output is in {BUILD_LOG}:\n{text[-4000:]}")
-    return {"ami": AMI_LINE.search(text).group(1), "stdout": text}
+                    f"its output is in {BUILD_LOG}:\n{BUILD_LOG.read_text()[-4000:]}")
+    return built
 
 
 def last_build() -> dict[str, Any] | None:
-    """The build recorded by an earlier session (for COA_TEST_REUSE_SIM=1)."""
+    """The build recorded in the build log (this session's, or an earlier one's for COA_TEST_REUSE_SIM=1)."""
     text = BUILD_LOG.read_text() if BUILD_LOG.exists() else ""
     m = AMI_LINE.search(text)
     return {"ami": m.group(1), "stdout": text} if m else None

@@ -40,6 +40,11 @@ def client_keys(target: Target, settings: Any) -> dict[str, str]:
     return {n: ceph.ceph(target, settings, "auth", "get-key", n).stdout.strip() for n in names}
 
 
+def reused_keys(keys: dict[str, str], earlier: dict[str, str]) -> list[str]:
+    """The entities of ``keys`` whose key is the one they had in ``earlier``."""
+    return [name for name in keys if keys[name] == earlier[name]]
+
+
 def image_sha256(target: Target, settings: Any) -> str:
     """sha256 of the test image's content, read through client.volumes (its caps are part of the test)."""
     r = target.run(

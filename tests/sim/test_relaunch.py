@@ -16,7 +16,7 @@ import pytest
 
 from provision import ceph
 from provision.openstack_conf import DASHBOARD_OVERRIDES, Secrets, parse_ini, parse_openrc
-from tests.sim.test_ceph import HEALTH_TIMEOUT_S, boot_log, client_keys, image_sha256, mon_vectors
+from tests.sim.test_ceph import HEALTH_TIMEOUT_S, boot_log, client_keys, image_sha256, mon_vectors, reused_keys
 from tests.sim.test_ceph import IMAGE as DATA_IMAGE
 from tests.sim.test_openstack import OPENRC, boot_volumes, cli, endpoints, secrets_of
 from tests.sim.test_sim import imds_get
@@ -77,8 +77,7 @@ def test_monitor_readdressed_and_data_intact(sim: Any, relaunched: dict[str, Any
 
 
 def test_every_cephx_key_renewed(sim: Any, relaunched: dict[str, Any]) -> None:
-    keys, old = client_keys(sim.target, sim.settings), relaunched["before"]["keys"]
-    same = [name for name in keys if keys[name] == old[name]]
+    same = reused_keys(client_keys(sim.target, sim.settings), relaunched["before"]["keys"])
     assert not same, f"{same} kept a key of the earlier instance"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import pytest
 
 from provision import ceph
 from provision.exceptions import DiskFull
-from tests.sim.test_ceph import client_keys
+from provision.ready import unit_states
+from tests.sim.test_ceph import boot_log, client_keys, mon_vectors, reused_keys
 
 pytestmark = [pytest.mark.docker, pytest.mark.reliability]
 
@@ -54,8 +56,7 @@ def test_reboots_and_relaunches_in_a_row(sim: Any) -> None:
         assert (checksum(sim), rbd_images(sim)) == (want_sum, want_images), f"after relaunch {n + 1}"
         keys = client_keys(sim.target, sim.settings)
         for old in seen_keys:  # no instance reuses a key of any earlier one
-            same = [name for name in keys if keys[name] == old[name]]
-            assert not same, f"relaunch {n + 1}: {same} kept a key of an earlier instance"
+            assert not reused_keys(keys, old), f"relaunch {n + 1}: {reused_keys(keys, old)} kept a key of an earlier instance"
         seen_keys.append(keys)
     assert len(set(ids)) == RELAUNCHES
 
@@ -82,6 +83,7 @@ def test_metadata_down_at_boot_uses_last_known_configuration(sim: Any) -> None:
 #: the re-addressing job's ``ceph-mon --inject-monmap`` runs this, which starts the real one and
 #: SIGKILLs it mid-run (once: it removes itself). The monitor daemon's own unit calls /usr/bin/ceph-mon.
 MON_KILLER = "/usr/local/bin/ceph-mon"
+READDRESS_UNIT = "coa-ceph-readdress.service"
 MON_KILLER_SCRIPT = """#!/bin/sh
 case " $* " in
 *" --inject-monmap "*)
@@ -99,21 +101,8 @@ exec /usr/bin/ceph-mon "$@"
 """
 
 
-def unit_state(target: Any, unit: str) -> tuple[str, str]:
-    """(ActiveState, Result) of a unit; empty strings while systemd does not answer."""
-    got = []
-    for prop in ("ActiveState", "Result"):
-        r = target.run(["systemctl", "show", "-p", prop, "--value", unit], check=False)
-        got.append(r.stdout.strip() if r.ok else "")
-    return got[0], got[1]
-
-
 def test_monitor_killed_while_readdressing_is_completed_by_the_next_boot(sim: Any) -> None:
     """A new instance (new IP) whose re-addressing loses its ceph-mon to SIGKILL, then a reboot."""
-    import time
-
-    from tests.sim.test_ceph import boot_log, mon_vectors
-
     sim.target.put(MON_KILLER, MON_KILLER_SCRIPT, 0o755)
     try:
         before = sim.status()
@@ -122,7 +111,7 @@ def test_monitor_killed_while_readdressing_is_completed_by_the_next_boot(sim: An
         deadline, state = time.monotonic() + 300, ("", "")
         while time.monotonic() < deadline and state[0] not in ("failed", "active"):  # inactive: not run yet
             time.sleep(1)
-            state = unit_state(t, "coa-ceph-readdress.service")
+            state = unit_states(t, [READDRESS_UNIT])[READDRESS_UNIT]
         journal = t.run("journalctl -b -o cat --no-pager -u coa-ceph-readdress", check=False).stdout
         assert state == ("failed", "exit-code"), f"the re-addressing job did not fail: {state}\n{journal[-2000:]}"
         assert "fault: ceph-mon --inject-monmap killed with SIGKILL (store open)" in journal, journal[-2000:]
