@@ -193,8 +193,8 @@ def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_err
         result = build_ami_sim(settings, public=public, regions=region_list, ami_name=name, force=force,
                                on_error=on_error, profile=profile, log=_log)
     else:
-        from provision.image import prepare_image
-        from provision.target_ssh import SSHTarget
+        from provision.image.prepare import prepare_image
+        from provision.target.ssh import SSHTarget
 
         import boto3
 
@@ -249,7 +249,7 @@ def _caller_ip() -> str:
 @friendly
 def audit(c, target=None, key=None, allow=None, cluster_keyrings=False):
     """Scan a host for anything that must not be in a public image; non-zero exit with a report."""
-    from provision.audit import CLUSTER_KEYRINGS, audit as run_audit, require_clean
+    from provision.image.audit import CLUSTER_KEYRINGS, audit as run_audit, require_clean
     from provision.target import from_spec
 
     if not target:

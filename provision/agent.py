@@ -13,26 +13,8 @@ from .steps import StepResult
 from .target import Target
 from .units import render_unit
 
-#: Modules the agent needs on the instance (standard library only).
-AGENT_MODULES = (
-    "__init__.py",
-    "exceptions.py",
-    "settings.py",
-    "steps.py",
-    "target.py",
-    "target_local.py",
-    "boot.py",
-    "boot_jobs.py",
-    "metadata.py",
-    "hostname.py",
-    "cephconf.py",
-    "monmap.py",
-    "ceph.py",
-    "ceph_boot.py",
-    "openstack_conf.py",
-    "openstack.py",
-    "openstack_boot.py",
-)
+#: Subpackages the agent does not install: they run on the build host only (boto3).
+HOST_ONLY = ("ec2",)
 
 UNIT_DIR = "/etc/systemd/system"
 
@@ -41,10 +23,10 @@ def agent_files(settings: Settings) -> dict[str, tuple[bytes, int]]:
     """Every file the agent installs: path -> (content, mode)."""
     src = Path(__file__).parent
     files: dict[str, tuple[bytes, int]] = {}
-    for name in AGENT_MODULES:
-        path = src / name
-        if path.exists():
-            files[f"{AGENT_DIR}/provision/{name}"] = (path.read_bytes(), 0o644)
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src)
+        if rel.parts[0] not in HOST_ONLY:
+            files[f"{AGENT_DIR}/provision/{rel.as_posix()}"] = (path.read_bytes(), 0o644)
     files[SETTINGS_PATH] = ((json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True) + "\n").encode(), 0o644)
     for job in jobs(settings):
         files[f"{UNIT_DIR}/{job.unit}"] = (render_unit(job).encode(), 0o644)

@@ -28,7 +28,7 @@ from .openstack import AGENT_UNITS, COMPUTE_API_UNITS
 from .settings import Settings, apply_overrides
 from .steps import StepResult
 from .target import Target
-from .target_local import LocalTarget
+from .target.local import LocalTarget
 
 SETTINGS_PATH = "/etc/ceph-openstack-ami/settings.json"
 AGENT_DIR = "/usr/lib/ceph-openstack-ami"

@@ -26,14 +26,14 @@ def hostname_job(ctx: BootContext) -> StepResult:
 
 def readdress_job(ctx: BootContext) -> StepResult:
     """Point the Ceph monitor at this instance's address (no-op when unchanged)."""
-    from .ceph_boot import readdress
+    from .ceph.boot import readdress
 
     return readdress(ctx.target, ctx.settings, getattr(ctx.info, "local_ipv4"))
 
 
 def rotate_keys_job(ctx: BootContext) -> StepResult:
     """New cephx keys for this instance (the runner makes it once per instance-id)."""
-    from .ceph_boot import rotate_keys
+    from .ceph.boot import rotate_keys
 
     return rotate_keys(ctx.target, ctx.settings)
 

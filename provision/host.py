@@ -31,7 +31,8 @@ def start_boot_units(target: Target, settings: Settings) -> None:
 
 def content_steps(settings: Settings, profile: str, ip: str) -> list[Step]:
     """The steps that install and configure the AMI's content (Ceph, then later OpenStack)."""
-    from . import ceph, openstack
+    from . import openstack
+    from .ceph import steps as ceph
 
     return [*ceph.steps(settings, profile, ip), *openstack.steps(settings, profile, ip)]
 

@@ -803,7 +803,7 @@ def guest_step(target: Target, settings: Settings) -> tuple[bool, str]:
     found = agent(target, "image-status", "--name", name)
     if found.get("id"):
         return False, f"image {name} is {found['id']} (active)"
-    from . import guest
+    from .image import guest
 
     path, detail = guest.build(target, settings)
     try:

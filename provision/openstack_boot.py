@@ -820,7 +820,7 @@ def demo_server_state(cloud: Cloud, settings: Settings, target: Target) -> tuple
 def main(argv: list[str] | None = None) -> int:
     """``python3 -m provision.openstack_boot COMMAND``: print one JSON line with the outcome."""
     from .boot import load_settings
-    from .target_local import LocalTarget
+    from .target.local import LocalTarget
 
     parser = argparse.ArgumentParser(prog="python3 -m provision.openstack_boot")
     sub = parser.add_subparsers(dest="cmd", required=True)

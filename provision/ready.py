@@ -50,7 +50,7 @@ def check_hostname(target: Target, settings: Settings) -> Check:
 
 def check_ceph(target: Target, settings: Settings) -> Check:
     """Ceph is HEALTH_OK for real: settled maps and the daemons running now (not a stale report)."""
-    from . import ceph
+    from .ceph import steps as ceph
     from .exceptions import CommandFailed
 
     try:

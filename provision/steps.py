@@ -9,6 +9,14 @@ from typing import Callable, Iterable, Protocol, Sequence
 from .settings import Settings
 from .target import Target
 
+#: Where a step or job writes its progress lines (``print`` on a terminal, the journal at boot).
+Log = Callable[[str], None]
+
+
+def outcome(did: Sequence[str], unchanged: str) -> tuple[bool, str]:
+    """A step function's result: (True, what was done) when anything was, else (False, why nothing was needed)."""
+    return (True, "; ".join(did)) if did else (False, unchanged)
+
 
 @dataclass(frozen=True)
 class StepResult:
@@ -75,7 +83,10 @@ def apt_install(target: Target, packages: Sequence[str], seconds: int) -> bool:
 class Step(Protocol):
     """A provisioning step: ``apply(target, settings)`` is idempotent."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The step's name in logs and reports."""
+        ...
 
     def apply(self, target: Target, settings: Settings) -> StepResult: ...
 
@@ -101,7 +112,7 @@ def run_steps(
     target: Target,
     settings: Settings,
     steps: Iterable[Step],
-    log: Callable[[str], None] = print,
+    log: Log = print,
 ) -> Report:
     """Apply ``steps`` in order, logging one line each; stop at the first error."""
     report = Report()

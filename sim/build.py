@@ -13,9 +13,9 @@ import socket
 from typing import Callable, Sequence
 
 from provision import ec2
-from provision.image import prepare_image
+from provision.image.prepare import prepare_image
 from provision.settings import Settings
-from provision.target_ssh import SSHTarget
+from provision.target.ssh import SSHTarget
 
 from .daemon import FAKE_CREDENTIALS
 from .lifecycle import GATEWAY, Sim

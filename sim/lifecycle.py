@@ -24,7 +24,7 @@ from provision.profiles import get_profile, record_proven
 from provision.ready import Check, wait_ready
 from provision.settings import Settings
 from provision.target import Target
-from provision.target_docker import DockerTarget, docker_client
+from provision.target.docker import DockerTarget, docker_client
 
 from . import images
 from .daemon import ec2_client

@@ -13,7 +13,7 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 @pytest.fixture(scope="session")
 def docker_client() -> Any:
     """The Docker SDK client; a test that needs Docker and finds none fails (never skips)."""
-    from provision.target_docker import docker_client as make
+    from provision.target.docker import docker_client as make
 
     return make()
 
@@ -41,7 +41,7 @@ def systemd_container(docker_client: Any, os_image: str) -> Iterator[Any]:
     for path in RUN_OPTIONS["tmpfs"]:
         container = container.with_tmpfs_mount(path)
     with container as c:
-        from provision.target_docker import DockerTarget
+        from provision.target.docker import DockerTarget
         from sim.lifecycle import wait_for_systemd
 
         wrapped = c.get_wrapped_container()

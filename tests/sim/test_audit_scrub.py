@@ -12,13 +12,13 @@ from typing import Any, Callable
 
 import pytest
 
-from provision.audit import CLUSTER_KEYRINGS, AuditReport, audit, require_clean
+from provision.image.audit import CLUSTER_KEYRINGS, AuditReport, audit, require_clean
 from provision.exceptions import AuditFailed
-from provision.scrub import SSHD_DROPIN, ScrubStep, scrub
+from provision.image.scrub import SSHD_DROPIN, ScrubStep, scrub
 from provision.settings import Settings
 from provision.steps import run_steps
 from provision.target import Target
-from provision.target_docker import DockerTarget
+from provision.target.docker import DockerTarget
 
 pytestmark = pytest.mark.docker
 

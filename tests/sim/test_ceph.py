@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from provision import ceph, ceph_boot
+from provision.ceph import boot as ceph_boot
+from provision.ceph import steps as ceph
 from provision.steps import run_steps
 from provision.target import Target
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from provision import guest
+from provision.image import guest
 from provision.openstack_conf import parse_ini, parse_openrc
 from tests.sim.test_openstack import boot_volumes, cli, cli_json
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from provision import ceph, ceph_boot
+from provision.ceph import boot as ceph_boot
+from provision.ceph import steps as ceph
 from tests.sim.test_ceph import HEALTH_TIMEOUT_S, boot_log
 from tests.sim.test_compute import console_log, demo_servers
 from tests.sim.test_openstack import boot_volumes, last_boot_entry

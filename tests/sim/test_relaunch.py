@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from provision import ceph
+from provision.ceph import steps as ceph
 from provision.openstack_conf import DASHBOARD_OVERRIDES, Secrets, parse_ini, parse_openrc
 from tests.sim.test_ceph import HEALTH_TIMEOUT_S, boot_log, client_keys, image_sha256, mon_vectors, reused_keys
 from tests.sim.test_ceph import IMAGE as DATA_IMAGE

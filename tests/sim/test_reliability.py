@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from provision import ceph
+from provision.ceph import steps as ceph
 from provision.exceptions import DiskFull
 from provision.ready import unit_states
 from tests.sim.test_ceph import boot_log, client_keys, mon_vectors, reused_keys

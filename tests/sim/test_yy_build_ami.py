@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from provision import ceph
+from provision.ceph import steps as ceph
 from provision.openstack_conf import parse_openrc
 
 pytestmark = pytest.mark.docker

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from provision import audit as audit_mod
-from provision.audit import (
+from provision.image import audit as audit_mod
+from provision.image.audit import (
     BUILD_SECRETS,
     CLUSTER_KEYRINGS,
     AuditReport,
@@ -32,7 +32,7 @@ from provision.audit import (
     require_clean,
 )
 from provision.exceptions import AuditFailed
-from provision.scrub import (
+from provision.image.scrub import (
     NEUTRALISED,
     SSHD_DROPIN,
     SSHD_MAIN,
@@ -48,7 +48,7 @@ from provision.scrub import (
     sshd_problems,
 )
 from provision.settings import Settings
-from provision.target_local import LocalTarget
+from provision.target.local import LocalTarget
 
 B64 = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun"
 SECRET_VALUE = "hunter2-do-not-print"

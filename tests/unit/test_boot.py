@@ -12,7 +12,7 @@ from provision.boot import BootContext, BootJob
 from provision.exceptions import MetadataError
 from provision.settings import Settings
 from provision.steps import StepResult
-from provision.target_local import LocalTarget
+from provision.target.local import LocalTarget
 from provision.units import render_unit
 from sim.imds import IMDSServer, InstanceView
 

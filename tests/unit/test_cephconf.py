@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provision import cephconf
+from provision.ceph import conf as cephconf
 from provision.exceptions import ConfigError
 
 FSID = "492d5c48-8218-40fb-8437-27096d9ff11f"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from provision import guest
+from provision.image import guest
 
 # busybox depmod's modules.dep for the cloud kernel (6.1), the NIC part: a dependency may be
 # listed before its own dependencies (virtio before virtio_ring).

@@ -18,7 +18,7 @@ from provision.hostname import HostnameStep, apply, render_hostname, render_host
 from provision.metadata import InstanceInfo
 from provision.settings import Settings
 from provision.steps import StepResult, run_steps
-from provision.target_local import LocalTarget
+from provision.target.local import LocalTarget
 
 OWNER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name

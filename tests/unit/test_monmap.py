@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from provision import cephconf, monmap
+from provision.ceph import conf as cephconf
+from provision.ceph import monmap
 from provision.exceptions import ConfigError
 
 FSID = "11111111-2222-3333-4444-555555555555"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provision.scrub import blank_service_passwords
+from provision.image.scrub import blank_service_passwords
 
 CASES = [
     ("password = hunter2\n", "password = \n"),
@@ -27,8 +27,8 @@ def test_blank_service_passwords(text: str, want: str) -> None:
 
 
 def test_audit_finds_no_password_after_blanking(tmp_path) -> None:
-    from provision.audit import audit
-    from provision.target_local import LocalTarget
+    from provision.image.audit import audit
+    from provision.target.local import LocalTarget
 
     conf = tmp_path / "etc/glance/glance-api.conf"
     conf.parent.mkdir(parents=True)
@@ -41,8 +41,8 @@ def test_audit_finds_no_password_after_blanking(tmp_path) -> None:
 
 
 def test_audit_finds_the_dashboard_key_until_blanked(tmp_path) -> None:
-    from provision.audit import audit
-    from provision.target_local import LocalTarget
+    from provision.image.audit import audit
+    from provision.target.local import LocalTarget
 
     py = tmp_path / "etc/openstack-dashboard/local_settings.d/_90_ceph_openstack_ami.py"
     py.parent.mkdir(parents=True)

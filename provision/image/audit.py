@@ -45,9 +45,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from .exceptions import AuditFailed
-from .settings import Settings
-from .target import Target, command_line
+from ..exceptions import AuditFailed
+from ..settings import Settings
+from ..target import Target, command_line
 
 #: Every kind of finding, in report order.
 KINDS = (

@@ -54,10 +54,10 @@ from .audit import (
     section_marker,
     split_sections,
 )
-from .exceptions import ProvisionError
-from .settings import Settings
-from .steps import StepResult
-from .target import Target, command_line
+from ..exceptions import ProvisionError
+from ..settings import Settings
+from ..steps import StepResult
+from ..target import Target, command_line
 
 __all__ = [
     "BUILD_SECRETS",

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Callable
 
 from .audit import CLUSTER_KEYRINGS, AuditReport, audit, require_clean
-from .host import provision
+from ..host import provision
 from .scrub import ScrubStep, ServicePasswordsStep
-from .settings import Settings
-from .steps import run_steps
-from .target import Target
+from ..settings import Settings
+from ..steps import run_steps
+from ..target import Target
 
 Log = Callable[[str], None]
 

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
 
 #: msgr2 and legacy (msgr1) monitor ports.
 MON_PORT_V2 = 3300

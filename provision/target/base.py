@@ -1,9 +1,9 @@
 """The Target interface: run a command, put a file, read a file — on any host.
 
 Every provisioning step is written against :class:`Target`; the backends
-(:mod:`provision.target_local`, :mod:`provision.target_docker`,
-:mod:`provision.target_ssh`) only know how to execute a shell string and move bytes.
-Arguments are quoted here, in exactly one place.
+(:mod:`provision.target.local`, :mod:`provision.target.docker`,
+:mod:`provision.target.ssh`) only know how to execute a shell string and move bytes.
+Arguments are quoted here, in exactly one place. This module imports no backend.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import secrets
 import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
-from urllib.parse import urlsplit
+from typing import Any, Sequence
 
-from .exceptions import CommandFailed, ConfigError
+from ..exceptions import CommandFailed
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ class Target(ABC):
             raise CommandFailed(self.name, f"read {path}", code, "", err.decode(errors="replace"))
         return out
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: most backends hold no connection)
         """Release connections; the target reconnects lazily if used again."""
 
     def __enter__(self) -> "Target":
@@ -201,37 +200,3 @@ class Target(ABC):
         """Free bytes available on the filesystem holding ``path``."""
         out = self.run("df --output=avail -B1 %s | tail -n 1", path).stdout
         return int(out.strip())
-
-
-TargetFactory = Callable[..., Target]
-_REGISTRY: dict[str, TargetFactory] = {}
-
-
-def register(scheme: str) -> Callable[[TargetFactory], TargetFactory]:
-    """Register a factory for a spec scheme (``local``, ``docker``, ``ssh``)."""
-
-    def deco(factory: TargetFactory) -> TargetFactory:
-        _REGISTRY[scheme] = factory
-        return factory
-
-    return deco
-
-
-def from_spec(spec: str, **options: Any) -> Target:
-    """Build a target from ``local``, ``docker://NAME`` or ``ssh://USER@HOST[:PORT]``.
-
-    Extra ``options`` go to the backend (e.g. ``key_filename`` for ssh).
-
-    Raises:
-        ConfigError: the scheme is unknown or the spec is malformed.
-    """
-    # Import the backends so they register themselves.
-    from . import target_docker, target_local, target_ssh  # noqa: F401
-
-    scheme = "local" if spec == "local" else urlsplit(spec).scheme
-    if scheme not in _REGISTRY or (scheme != "local" and "://" not in spec):
-        raise ConfigError(
-            f"Unknown target {spec!r}",
-            hint="use one of: " + ", ".join(["local", "docker://NAME", "ssh://USER@HOST[:PORT]"]),
-        )
-    return _REGISTRY[scheme](spec, **options)

@@ -6,7 +6,7 @@ import os
 import subprocess
 from typing import Any
 
-from .target import Target, register
+from .base import Target
 
 
 class LocalTarget(Target):
@@ -32,6 +32,6 @@ class LocalTarget(Target):
             return f.read()
 
 
-@register("local")
-def _factory(spec: str, **options: Any) -> LocalTarget:
+def from_spec(spec: str, **options: Any) -> LocalTarget:
+    """The ``local`` target (options are ignored)."""
     return LocalTarget()

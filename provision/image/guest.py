@@ -30,8 +30,8 @@ import struct
 import time
 from typing import Iterable, Mapping, Sequence
 
-from .settings import Settings
-from .target import Target, command_line
+from ..settings import Settings
+from ..target import Target, command_line
 
 #: Scratch directory on the target (removed by :func:`clean`).
 WORK = "/var/tmp/coa-guest"

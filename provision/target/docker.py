@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from .exceptions import ConnectError
-from .target import Target, command_line, register
+from ..exceptions import ConfigError, ConnectError
+from .base import Target, command_line
 
 
 def docker_client() -> Any:
@@ -82,11 +82,9 @@ class DockerTarget(Target):
         return int(code if code is not None else 255), out or b"", err or b""
 
 
-@register("docker")
-def _factory(spec: str, **options: Any) -> DockerTarget:
+def from_spec(spec: str, **options: Any) -> DockerTarget:
+    """A DockerTarget from ``docker://NAME`` (option ``client``: a Docker SDK client)."""
     name = spec.split("://", 1)[1].strip("/")
     if not name:
-        from .exceptions import ConfigError
-
         raise ConfigError(f"Target {spec!r} names no container", hint="use docker://NAME")
     return DockerTarget(name, client=options.get("client"))

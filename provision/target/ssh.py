@@ -18,8 +18,8 @@ import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from .exceptions import ConfigError, ConnectError
-from .target import Target, command_line, register
+from ..exceptions import ConfigError, ConnectError
+from .base import Target, command_line
 
 HOST_KEY_POLICIES = ("reject", "accept-new", "pinned")
 
@@ -167,8 +167,8 @@ class SSHTarget(Target):
         return code, bytes(out), bytes(err)
 
 
-@register("ssh")
-def _factory(spec: str, **options: Any) -> SSHTarget:
+def from_spec(spec: str, **options: Any) -> SSHTarget:
+    """An SSHTarget from ``ssh://USER@HOST[:PORT]``; options go to :class:`SSHTarget`."""
     parts = urlsplit(spec)
     if not parts.hostname:
         raise ConfigError(f"Target {spec!r} names no host", hint="use ssh://USER@HOST[:PORT]")

@@ -23,11 +23,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import cephconf
-from .exceptions import CephNotHealthy, CommandFailed, ConfigError, DiskFull, ProvisionError
-from .settings import CephSettings, Settings
-from .steps import FnStep, Step, apt_install, missing_packages
-from .target import Result, Target
+from . import conf as cephconf
+from ..exceptions import CephNotHealthy, CommandFailed, ConfigError, DiskFull, ProvisionError
+from ..settings import CephSettings, Settings
+from ..steps import FnStep, Step, apt_install, missing_packages
+from ..target import Result, Target
 
 #: Seconds any single ceph/rbd/ceph-mon command may run before it is killed.
 COMMAND_TIMEOUT_S = 120
@@ -530,7 +530,7 @@ def bootstrap_mon(target: Target, settings: Settings, ip: str) -> tuple[bool, st
         target.put(f"{p.mon_dir}/done", "", 0o644, CEPH_USER)
         did.insert(0, f"created mon.{c.mon_id} at {vec}")
     else:
-        from .ceph_boot import readdress
+        from .boot import readdress
 
         r = readdress(target, settings, ip, log=lambda _: None)  # its outcome is this step's detail
         if r.changed:

@@ -21,12 +21,12 @@ import re
 import time
 from typing import Callable
 
-from . import ceph as cephmod
+from . import steps as cephmod
 from . import monmap
-from .exceptions import ProvisionError
-from .settings import Settings
-from .steps import StepResult
-from .target import Target
+from ..exceptions import ProvisionError
+from ..settings import Settings
+from ..steps import StepResult
+from ..target import Target
 
 #: Appended to by both jobs, one line per run: ``<UTC time> <job> changed|unchanged: <detail>``.
 LOG_NAME = "ceph-boot.log"
