@@ -25,13 +25,12 @@ from typing import Callable
 
 from .exceptions import MetadataError, ProvisionError
 from .openstack import AGENT_UNITS, COMPUTE_API_UNITS
-from .settings import Settings, apply_overrides
+from .settings import Settings, load_installed
 from .steps import StepResult
 from .target import Target
 from .target.local import LocalTarget
 
-SETTINGS_PATH = "/etc/ceph-openstack-ami/settings.json"
-AGENT_DIR = "/usr/lib/ceph-openstack-ami"
+from .paths import AGENT_DIR, SETTINGS_PATH  # noqa: E402,F401 (re-exported for the agent's callers)
 
 
 def log(message: str) -> None:
@@ -160,14 +159,8 @@ OPENSTACK_UNITS = (
 COMPUTE_UNITS = ("libvirtd.service", *AGENT_UNITS, "ceph-openstack-ami-guest-net.service")
 
 
-def load_settings(path: str = SETTINGS_PATH) -> Settings:
-    """Settings written by provisioning, or the defaults when the file is absent."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        return Settings()
-    return apply_overrides(Settings(), data)
+#: The settings provisioning wrote (kept under this name for the callers of the boot agent).
+load_settings = load_installed
 
 
 def read_metadata(settings: Settings) -> tuple[object, bool]:

@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .exceptions import ConfigError
+from .paths import SETTINGS_PATH
 
 
 @dataclass(frozen=True)
@@ -171,3 +173,13 @@ def load(config: Mapping[str, Any] | None = None, **flags: Any) -> Settings:
 def as_dict(settings: Settings) -> dict[str, Any]:
     """Settings as plain data (for ``ns.configure`` and for printing)."""
     return dataclasses.asdict(settings)
+
+
+def load_installed(path: str = SETTINGS_PATH) -> Settings:
+    """The settings provisioning wrote on this instance, or the defaults when the file is absent."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return Settings()
+    return apply_overrides(Settings(), data)
