@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .exceptions import MetadataError, ProvisionError
-from .openstack import AGENT_UNITS, COMPUTE_API_UNITS
+from .paths import AGENT_UNITS, COMPUTE_API_UNITS
 from .settings import Settings, load_installed
 from .steps import StepResult
 from .target import Target
