@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
-from .agent import BootAgentStep
-from .boot import AGENT_DIR, jobs
+from . import openstack
+from .boot.agent import BootAgentStep
+from .boot.jobs import jobs
+from .ceph import steps as ceph_steps
+from .paths import agent_argv
 from .settings import Settings
-from .steps import Report, Step, run_steps
+from .steps import Log, Report, Step, run_steps
 from .target import Target
-
-Log = Callable[[str], None]
-
-
-def agent_command(*args: str) -> list[str]:
-    """argv that runs the installed agent's python modules on the target."""
-    return ["env", f"PYTHONPATH={AGENT_DIR}", "python3", "-m", *args]
 
 
 def instance_ipv4(target: Target) -> str:
     """The instance's local IPv4, read from the metadata service by the agent on the target."""
-    return target.run(agent_command("provision.metadata", "local-ipv4"), timeout=60).stdout.strip()
+    return target.run(agent_argv("provision.metadata", "local-ipv4"), timeout=60).stdout.strip()
 
 
 def start_boot_units(target: Target, settings: Settings) -> None:
@@ -31,10 +25,7 @@ def start_boot_units(target: Target, settings: Settings) -> None:
 
 def content_steps(settings: Settings, profile: str, ip: str) -> list[Step]:
     """The steps that install and configure the AMI's content (Ceph, then later OpenStack)."""
-    from . import openstack
-    from .ceph import steps as ceph
-
-    return [*ceph.steps(settings, profile, ip), *openstack.steps(settings, profile, ip)]
+    return [*ceph_steps.steps(settings, profile, ip), *openstack.steps(settings, profile, ip)]
 
 
 def provision(target: Target, settings: Settings, profile: str, log: Log = print) -> Report:

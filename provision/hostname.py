@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from .exceptions import CommandFailed, ConfigError
-from .metadata import InstanceInfo
+from .instance import InstanceInfo
 from .settings import Settings
 from .steps import StepResult
 from .target import Target

@@ -589,7 +589,7 @@ def provisioning_addresses(target: Target, settings: Settings, ip: str) -> Addre
 # --- running the agent's API client on the target --------------------------------------------
 def agent(target: Target, *args: str, timeout: int = 900) -> dict:
     """Run ``python3 -m provision.openstack_boot ARGS`` on the target; return the JSON it prints last."""
-    from .boot import AGENT_DIR
+    from .paths import AGENT_DIR
 
     r = target.run(["env", f"PYTHONPATH={AGENT_DIR}", "timeout", "-k", "5", str(timeout), "python3", "-m", "provision.openstack_boot", *args], check=False)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]

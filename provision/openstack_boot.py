@@ -819,7 +819,7 @@ def demo_server_state(cloud: Cloud, settings: Settings, target: Target) -> tuple
 # --- command line (used by provisioning through the Target) -----------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """``python3 -m provision.openstack_boot COMMAND``: print one JSON line with the outcome."""
-    from .boot import load_settings
+    from .settings import load_installed as load_settings
     from .target.local import LocalTarget
 
     parser = argparse.ArgumentParser(prog="python3 -m provision.openstack_boot")

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .boot import jobs
-from .exceptions import ProvisionError
+from .boot.jobs import jobs
+from .ceph import health as ceph_health
+from .exceptions import CommandFailed, ProvisionError
+from .openstack import dashboard_login_url, dashboard_status
+from .paths import agent_argv
 from .settings import Settings
+from .steps import Log
+from .systemd import unit_states
 from .target import Target
 
 
@@ -19,20 +25,6 @@ class Check:
     name: str
     ok: bool
     detail: str
-
-
-def unit_states(target: Target, units: list[str]) -> dict[str, tuple[str, str]]:
-    """(ActiveState, Result) of each unit, in one ``systemctl show``; ("", "") where systemd does not answer.
-
-    Parsed as ``KEY=VALUE`` lines: with ``--value`` systemd prints the properties in its own
-    order, not the order asked for.
-    """
-    r = target.run(["systemctl", "show", "-p", "ActiveState", "-p", "Result", *units], check=False)
-    states = dict.fromkeys(units, ("", ""))
-    for unit, block in zip(units, r.stdout.strip().split("\n\n") if r.ok else []):
-        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        states[unit] = (fields.get("ActiveState", ""), fields.get("Result", ""))
-    return states
 
 
 def check_boot_jobs(target: Target, settings: Settings) -> Check:
@@ -50,13 +42,10 @@ def check_hostname(target: Target, settings: Settings) -> Check:
 
 def check_ceph(target: Target, settings: Settings) -> Check:
     """Ceph is HEALTH_OK for real: settled maps and the daemons running now (not a stale report)."""
-    from .ceph import steps as ceph
-    from .exceptions import CommandFailed
-
     try:
-        ok, detail = ceph.settled(ceph.health(target, settings))
+        ok, detail = ceph_health.settled(ceph_health.health(target, settings))
         if ok:
-            ok, why = ceph.daemons_current(target, settings)
+            ok, why = ceph_health.daemons_current(target, settings)
             detail = "HEALTH_OK" if ok else f"HEALTH_OK but {why}"
     except (CommandFailed, ProvisionError) as e:
         return Check("ceph", False, f"no answer from the monitor ({str(e).splitlines()[0][:160]})")
@@ -68,14 +57,7 @@ CHECKS: list[Callable[[Target, Settings], Check]] = [check_boot_jobs, check_host
 
 def _openstack_check(target: Target, name: str, what: str) -> Check:
     """Run one check of the boot agent's OpenStack client on the instance (``openstack_boot check WHAT``)."""
-    import json
-
-    from .boot import AGENT_DIR
-
-    r = target.run(
-        ["env", f"PYTHONPATH={AGENT_DIR}", "timeout", "60", "python3", "-m", "provision.openstack_boot", "check", what],
-        check=False,
-    )
+    r = target.run(agent_argv("provision.openstack_boot", "check", what), check=False, timeout=60)
     try:
         data = json.loads(r.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
@@ -115,8 +97,6 @@ def check_demo_server(target: Target, settings: Settings) -> Check:
 
 def check_dashboard(target: Target, settings: Settings) -> Check:
     """The dashboard's login page answers 200 on the instance."""
-    from .openstack import dashboard_login_url, dashboard_status
-
     code = dashboard_status(target, settings)
     return Check("dashboard", code == "200", f"{dashboard_login_url(settings)} answered {code or 'nothing'}")
 
@@ -138,7 +118,7 @@ def wait_ready(
     settings: Settings,
     timeout: float = 900,
     interval: float = 3,
-    log: Callable[[str], None] = print,
+    log: Log = print,
     passes: int = 2,
 ) -> list[Check]:
     """Poll the checks until all pass ``passes`` times in a row; raise NotReady naming what is not ready.

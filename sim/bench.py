@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable
 
-from provision.boot import jobs
+from provision.boot.jobs import jobs
 from provision.host import provision
 from provision.ready import CHECKS
 from provision.settings import Settings

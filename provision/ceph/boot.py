@@ -16,17 +16,20 @@ and append one line per run to ``ceph-boot.log`` there.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import re
 import time
-from typing import Callable
 
-from . import steps as cephmod
-from . import monmap
-from ..exceptions import ProvisionError
+from ..exceptions import CephNotHealthy, ProvisionError
 from ..settings import Settings
-from ..steps import StepResult
+from ..steps import Log, StepResult
+from ..systemd import bounded, wait_for
 from ..target import Target
+from . import monmap
+from .auth import clients, gen_key, replace_key
+from .cli import CEPH_USER, ceph, interface_network, paths
+from .health import mon_answers
 
 #: Appended to by both jobs, one line per run: ``<UTC time> <job> changed|unchanged: <detail>``.
 LOG_NAME = "ceph-boot.log"
@@ -34,7 +37,7 @@ LOG_NAME = "ceph-boot.log"
 UNCHANGED_MARK = "monitor address unchanged"
 
 
-def _record(target: Target, settings: Settings, job: str, result: StepResult, log: Callable[[str], None]) -> None:
+def _record(target: Target, settings: Settings, job: str, result: StepResult, log: Log) -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     line = f"{stamp} {job} {'changed' if result.changed else 'unchanged'}: {result.detail}"
     log(line)
@@ -47,7 +50,7 @@ def _work_dir(target: Target, settings: Settings) -> str:
     """The daemon-owned work dir for monmap copies (ceph-mon runs as ceph and writes there)."""
     d = f"{settings.state_dir}/ceph"
     target.run(["install", "-d", "-m", "0755", settings.state_dir])
-    target.run(["install", "-d", "-o", cephmod.CEPH_USER, "-g", cephmod.CEPH_USER, "-m", "0700", d])
+    target.run(["install", "-d", "-o", CEPH_USER, "-g", CEPH_USER, "-m", "0700", d])
     return d
 
 
@@ -67,13 +70,13 @@ def extract_monmap(target: Target, settings: Settings, path: str) -> monmap.MonM
     """Copy the stopped monitor's map to ``path`` and parse it (``monmaptool --print``)."""
     c = settings.ceph
     target.run(
-        cephmod.bounded(["ceph-mon", "--cluster", c.cluster, "-i", c.mon_id, "--setuser", cephmod.CEPH_USER,
-                         "--setgroup", cephmod.CEPH_USER, "--extract-monmap", path])
+        bounded(["ceph-mon", "--cluster", c.cluster, "-i", c.mon_id, "--setuser", CEPH_USER,
+                         "--setgroup", CEPH_USER, "--extract-monmap", path])
     )
     return monmap.parse_monmaptool_print(target.run(["monmaptool", "--print", path]).stdout)
 
 
-def readdress(target: Target, settings: Settings, ip: str, log: Callable[[str], None] = print) -> StepResult:
+def readdress(target: Target, settings: Settings, ip: str, log: Log = print) -> StepResult:
     """Put the monitor on ``ip``: rewrite and inject the monmap and ceph.conf, or do nothing when unchanged.
 
     Unit ordering (``Type=oneshot``): ``After=network-online.target`` and the job that
@@ -95,19 +98,19 @@ def readdress(target: Target, settings: Settings, ip: str, log: Callable[[str], 
     """
     start = time.monotonic()
     name = "ceph.readdress"
-    p = cephmod.paths(settings)
+    p = paths(settings)
     c = settings.ceph
     if not target.exists(f"{p.mon_dir}/done"):
         return StepResult(name, False, f"no monitor in {p.mon_dir}; nothing to re-address")
     conf_text = target.read(p.conf).decode()
-    network = cephmod.interface_network(target, ip)
+    network = interface_network(target, ip)
     work = _work_dir(target, settings)
-    layout = monmap.Layout(c.mon_id, c.cluster, f"{work}/monmap.work", cephmod.CEPH_USER, cephmod.CEPH_USER)
+    layout = monmap.Layout(c.mon_id, c.cluster, f"{work}/monmap.work", CEPH_USER, CEPH_USER)
 
     running = active_daemons(target)
     observed = None
     if f"ceph-mon@{c.mon_id}.service" in running:
-        r = cephmod.ceph(target, settings, "mon", "dump", "-f", "json", check=False)
+        r = ceph(target, settings, "mon", "dump", "-f", "json", check=False)
         if r.ok:
             observed = monmap.parse_mon_dump_json(r.stdout)
     stopped: list[str] = []
@@ -125,7 +128,7 @@ def readdress(target: Target, settings: Settings, ip: str, log: Callable[[str], 
         stopped = _stop(target, running, log)
     for cmd in plan.commands:
         log(f"$ {cmd}")
-        target.run(cephmod.bounded(list(cmd.argv)))
+        target.run(bounded(list(cmd.argv)))
     if plan.conf is not None:
         st = target.file_state(p.conf)
         target.put(p.conf, plan.conf, st.mode if st else 0o644, st.owner if st else "root", st.group if st else "root")
@@ -136,7 +139,7 @@ def readdress(target: Target, settings: Settings, ip: str, log: Callable[[str], 
     return result
 
 
-def _stop(target: Target, units: list[str], log: Callable[[str], None]) -> list[str]:
+def _stop(target: Target, units: list[str], log: Log) -> list[str]:
     if units:
         log("stopping " + " ".join(units))
         for u in units:  # one at a time: OSDs, then the manager, then the monitor
@@ -144,7 +147,7 @@ def _stop(target: Target, units: list[str], log: Callable[[str], None]) -> list[
     return units
 
 
-def _start(target: Target, units: list[str], log: Callable[[str], None]) -> None:
+def _start(target: Target, units: list[str], log: Log) -> None:
     if units:
         log("starting " + " ".join(reversed(units)))
         target.run(["systemctl", "start", *reversed(units)])
@@ -153,13 +156,13 @@ def _start(target: Target, units: list[str], log: Callable[[str], None]) -> None
 # --- key rotation ----------------------------------------------------------------------
 def _rotation_plan(target: Target, settings: Settings) -> list[tuple[str, str, str | None]]:
     """(entity, keyring path, unit to restart) in rotation order: OSDs, manager, clients, client.admin last."""
-    p = cephmod.paths(settings)
+    p = paths(settings)
     c = settings.ceph
     plan: list[tuple[str, str, str | None]] = []
     for i in range(c.osd_count):
         plan.append((f"osd.{i}", p.keyring(f"osd.{i}"), f"ceph-osd@{i}"))
     plan.append((f"mgr.{c.mgr_id}", p.keyring(f"mgr.{c.mgr_id}"), f"ceph-mgr@{c.mgr_id}"))
-    for cl in cephmod.clients(settings):
+    for cl in clients(settings):
         plan.append((cl.entity, p.keyring(cl.entity), None))
     plan.append(("client.admin", p.admin_keyring, None))
     return plan
@@ -167,10 +170,10 @@ def _rotation_plan(target: Target, settings: Settings) -> list[tuple[str, str, s
 
 def _admin_keyring(target: Target, settings: Settings, pending_admin: str) -> str:
     """The keyring that authenticates client.admin now: the installed one, or a pending one left by a crash."""
-    p = cephmod.paths(settings)
+    p = paths(settings)
     for keyring in (p.admin_keyring, pending_admin):
         if target.exists(keyring):
-            r = cephmod.ceph(target, settings, "auth", "get-key", "client.admin", check=False, keyring=keyring)
+            r = ceph(target, settings, "auth", "get-key", "client.admin", check=False, keyring=keyring)
             if r.ok:
                 return keyring
     raise ProvisionError(
@@ -179,7 +182,7 @@ def _admin_keyring(target: Target, settings: Settings, pending_admin: str) -> st
     )
 
 
-def rotate_keys(target: Target, settings: Settings, log: Callable[[str], None] = print) -> StepResult:
+def rotate_keys(target: Target, settings: Settings, log: Log = print) -> StepResult:
     """Give this instance new cephx keys: the OSDs', mgr.x's, the clients' and client.admin's.
 
     Unit ordering: once per new instance-id, ``After=ceph.target`` and after the daemons
@@ -208,7 +211,7 @@ def rotate_keys(target: Target, settings: Settings, log: Callable[[str], None] =
     rot = f"{settings.state_dir}/ceph-rotate"
     target.run(["install", "-d", "-m", "0700", rot])
     pending_admin = f"{rot}/client.admin.keyring"
-    cephmod.wait_for("the monitor to answer", lambda: cephmod.mon_answers(target, settings), timeout=180)
+    wait_for("the monitor to answer", lambda: mon_answers(target, settings), 180, error=CephNotHealthy)
     admin = _admin_keyring(target, settings, pending_admin)
     done = [_rotate_mon_key(target, settings, log)]
     for entity, path, unit in _rotation_plan(target, settings):
@@ -217,16 +220,16 @@ def rotate_keys(target: Target, settings: Settings, log: Callable[[str], None] =
             continue
         pending = f"{rot}/{entity}.keyring"
         if not target.exists(pending):
-            cur = cephmod.ceph(target, settings, "auth", "get", entity, keyring=admin, check=False)
+            cur = ceph(target, settings, "auth", "get", entity, keyring=admin, check=False)
             if not cur.ok:
                 log(f"{entity}: not in the cluster; skipped")
                 continue
-            target.put(pending, cephmod.replace_key(cur.stdout, cephmod.gen_key(target)), 0o600)
+            target.put(pending, replace_key(cur.stdout, gen_key(target)), 0o600)
         new_key = _key_of(target.read(pending).decode())
-        cephmod.ceph(target, settings, "auth", "import", "-i", pending, keyring=admin)
+        ceph(target, settings, "auth", "import", "-i", pending, keyring=admin)
         st = target.file_state(path)
         assert st is not None
-        target.put(path, cephmod.replace_key(target.read(path).decode(), new_key), st.mode, st.owner, st.group)
+        target.put(path, replace_key(target.read(path).decode(), new_key), st.mode, st.owner, st.group)
         if entity == "client.admin":
             admin = path
         if unit:
@@ -234,7 +237,7 @@ def rotate_keys(target: Target, settings: Settings, log: Callable[[str], None] =
             target.run(["systemctl", "reset-failed", unit], check=False)
             target.run(["systemctl", "restart", unit])
             if unit.startswith("ceph-osd@"):
-                cephmod.wait_for(f"{entity} up", lambda: _osd_up(target, settings, entity, admin), timeout=180)
+                wait_for(f"{entity} up", functools.partial(_osd_up, target, settings, entity, admin), 180, error=CephNotHealthy)
         target.run(["rm", "-f", pending])
         done.append(entity)
     result = StepResult("ceph.rotate-keys", bool(done), f"new keys for {', '.join(done) or 'nothing'}", time.monotonic() - start)
@@ -242,23 +245,23 @@ def rotate_keys(target: Target, settings: Settings, log: Callable[[str], None] =
     return result
 
 
-def _rotate_mon_key(target: Target, settings: Settings, log: Callable[[str], None]) -> str:
+def _rotate_mon_key(target: Target, settings: Settings, log: Log) -> str:
     """Give ``mon.`` a new key: stop the monitor, rewrite its keyring (caps kept), start it, wait for it."""
     c = settings.ceph
-    p = cephmod.paths(settings)
+    p = paths(settings)
     path = p.keyring("mon.")
     unit = f"ceph-mon@{c.mon_id}"
     st = target.file_state(path)
     if st is None:
         raise ProvisionError(f"The monitor has no keyring at {path}")
-    new_text = cephmod.replace_key(target.read(path).decode(), cephmod.gen_key(target))
+    new_text = replace_key(target.read(path).decode(), gen_key(target))
     log(f"mon.: stopping {unit} to replace its key")
     target.run(["systemctl", "stop", unit])
     try:
         target.put(path, new_text, st.mode, st.owner, st.group)
     finally:
         target.run(["systemctl", "start", unit])
-    cephmod.wait_for("the monitor to answer", lambda: cephmod.mon_answers(target, settings), timeout=180)
+    wait_for("the monitor to answer", lambda: mon_answers(target, settings), 180, error=CephNotHealthy)
     return "mon."
 
 
@@ -270,7 +273,7 @@ def _key_of(keyring_text: str) -> str:
 
 
 def _osd_up(target: Target, settings: Settings, entity: str, admin: str) -> bool:
-    r = cephmod.ceph(target, settings, "osd", "dump", "-f", "json", check=False, keyring=admin)
+    r = ceph(target, settings, "osd", "dump", "-f", "json", check=False, keyring=admin)
     if not r.ok:
         return False
     osd_id = int(entity.split(".")[1])

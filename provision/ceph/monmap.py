@@ -23,8 +23,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from . import conf as cephconf
 from ..exceptions import ConfigError
+from . import conf as cephconf
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from provision.ceph import boot as ceph_boot
-from provision.ceph import steps as ceph
+from provision.ceph import health
 from tests.sim.test_ceph import HEALTH_TIMEOUT_S, boot_log
 from tests.sim.test_compute import console_log, demo_servers
 from tests.sim.test_openstack import boot_volumes, last_boot_entry
@@ -48,7 +48,7 @@ def test_same_instance_same_ip_and_ready(rebooted: dict[str, Any]) -> None:
 
 
 def test_monitor_is_not_readdressed(sim: Any, rebooted: dict[str, Any]) -> None:
-    ceph.wait_healthy(sim.target, sim.settings, timeout=HEALTH_TIMEOUT_S)
+    health.wait_healthy(sim.target, sim.settings, timeout=HEALTH_TIMEOUT_S)
     new = [line for line in boot_log(sim)[rebooted["before"]["boot_log_lines"]:] if " readdress " in line]
     assert new, "the readdress job left no line in the boot log"
     assert all(" readdress unchanged: " + ceph_boot.UNCHANGED_MARK in line for line in new), new

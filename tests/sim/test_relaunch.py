@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from provision.ceph import steps as ceph
+from provision.ceph import cli, health
 from provision.openstack_conf import DASHBOARD_OVERRIDES, Secrets, parse_ini, parse_openrc
 from tests.sim.test_ceph import HEALTH_TIMEOUT_S, boot_log, client_keys, image_sha256, mon_vectors, reused_keys
 from tests.sim.test_ceph import IMAGE as DATA_IMAGE
@@ -30,10 +30,10 @@ DATA = "/root/coa-sim-ceph-check.bin"
 def relaunched(sim: Any) -> Iterator[dict[str, Any]]:
     """8 MiB of random data written to an RBD image, what the instance looked like, one relaunch."""
     t, s = sim.target, sim.settings
-    ceph.wait_healthy(t, s, timeout=HEALTH_TIMEOUT_S)
-    ceph.rbd(t, s, "rm", DATA_IMAGE, check=False)
+    health.wait_healthy(t, s, timeout=HEALTH_TIMEOUT_S)
+    cli.rbd(t, s, "rm", DATA_IMAGE, check=False)
     t.run(["sh", "-c", f"head -c 8M /dev/urandom > {DATA}"])
-    ceph.rbd(t, s, "--id", s.volume_pool, "import", DATA, DATA_IMAGE)
+    cli.rbd(t, s, "--id", s.volume_pool, "import", DATA, DATA_IMAGE)
     local = t.run(["sha256sum", DATA]).stdout.split()[0]
     t.run(["rm", "-f", DATA])
     assert image_sha256(t, s) == local
@@ -49,7 +49,7 @@ def relaunched(sim: Any) -> Iterator[dict[str, Any]]:
     }
     after = sim.relaunch()
     yield {"before": before, "after": after}
-    ceph.rbd(sim.target, s, "rm", DATA_IMAGE, check=False)
+    cli.rbd(sim.target, s, "rm", DATA_IMAGE, check=False)
 
 
 def test_new_instance_ip_and_mapping(sim: Any, relaunched: dict[str, Any]) -> None:
@@ -68,7 +68,7 @@ def test_new_instance_ip_and_mapping(sim: Any, relaunched: dict[str, Any]) -> No
 def test_monitor_readdressed_and_data_intact(sim: Any, relaunched: dict[str, Any]) -> None:
     t, s = sim.target, sim.settings
     ip = relaunched["after"]["private_ip"]
-    ceph.wait_healthy(t, s, timeout=HEALTH_TIMEOUT_S)
+    health.wait_healthy(t, s, timeout=HEALTH_TIMEOUT_S)
     vectors = mon_vectors(t, s)
     assert f"v2:{ip}:3300" in vectors and f"v1:{ip}:6789" in vectors, vectors
     assert any(" readdress changed: " in line for line in boot_log(sim)[relaunched["before"]["boot_log_lines"]:]), \

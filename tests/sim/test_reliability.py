@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from provision.ceph import steps as ceph
+from provision.ceph import cli
+from provision.systemd import bounded
 from provision.exceptions import DiskFull
-from provision.ready import unit_states
+from provision.systemd import unit_states
 from tests.sim.test_ceph import boot_log, client_keys, mon_vectors, reused_keys
 
 pytestmark = [pytest.mark.docker, pytest.mark.reliability]
@@ -31,18 +32,18 @@ LABEL = "ceph-openstack-ami.sim"
 
 def rbd_images(sim: Any) -> dict[str, list[str]]:
     """Every RBD image in the project's pools."""
-    return {pool: sorted(ceph.rbd(sim.target, sim.settings, "ls", pool).stdout.split()) for pool in sim.settings.ceph.pools}
+    return {pool: sorted(cli.rbd(sim.target, sim.settings, "ls", pool).stdout.split()) for pool in sim.settings.ceph.pools}
 
 
 def checksum(sim: Any) -> str:
-    r = sim.target.run(ceph.bounded(["sh", "-c", f"rbd export {IMAGE} - 2>/dev/null | sha256sum"]))
+    r = sim.target.run(bounded(["sh", "-c", f"rbd export {IMAGE} - 2>/dev/null | sha256sum"]))
     return r.stdout.split()[0]
 
 
 def test_reboots_and_relaunches_in_a_row(sim: Any) -> None:
     t = sim.target
     if IMAGE.split("/")[1] not in rbd_images(sim)["volumes"]:
-        t.run(ceph.bounded(["sh", "-c", f"head -c 8388608 /dev/urandom | rbd import - {IMAGE}"]))
+        t.run(bounded(["sh", "-c", f"head -c 8388608 /dev/urandom | rbd import - {IMAGE}"]))
     want_sum, want_images = checksum(sim), rbd_images(sim)
     ids, seen_keys = [], [client_keys(t, sim.settings)]
     for n in range(REBOOTS):

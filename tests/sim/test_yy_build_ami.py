@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from provision.ceph import steps as ceph
+from provision.ceph import cli
 from provision.openstack_conf import parse_openrc
 
 pytestmark = pytest.mark.docker
@@ -33,8 +33,8 @@ def identity(sim: Any) -> dict[str, str]:
     t = sim.target
     return {
         "host_key": t.run("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1],
-        "cephx": ceph.ceph(t, sim.settings, "auth", "get-key", "client.volumes").stdout.strip(),
-        "admin": ceph.ceph(t, sim.settings, "auth", "get-key", "client.admin").stdout.strip(),
+        "cephx": cli.ceph(t, sim.settings, "auth", "get-key", "client.volumes").stdout.strip(),
+        "admin": cli.ceph(t, sim.settings, "auth", "get-key", "client.admin").stdout.strip(),
         "machine_id": t.run("cat /etc/machine-id").stdout.strip(),
         "admin_password": parse_openrc(t.read("/root/openrc").decode())["OS_PASSWORD"],
         "libvirt_secret": t.run("virsh -q -c qemu:///system secret-list | awk '{print $1}'").stdout.strip(),

@@ -7,13 +7,14 @@ from typing import Any, Iterator
 
 import pytest
 
-from provision import boot
-from provision.boot import BootContext, BootJob
+from provision.boot import jobs as boot_jobs
+from provision.boot import runner
+from provision.boot.context import BootContext, BootJob
 from provision.exceptions import MetadataError
 from provision.settings import Settings
 from provision.steps import StepResult
 from provision.target.local import LocalTarget
-from provision.units import render_unit
+from provision.boot.units import render_unit
 from sim.imds import IMDSServer, InstanceView
 
 CALLS: list[str] = []
@@ -21,13 +22,13 @@ CALLS: list[str] = []
 
 def fake_job(ctx: BootContext) -> StepResult:
     """A job that records which instance it ran for."""
-    CALLS.append(getattr(ctx.info, "instance_id"))
-    return StepResult("fake", True, f"ran for {getattr(ctx.info, 'instance_id')}")
+    CALLS.append(ctx.info.instance_id)
+    return StepResult("fake", True, f"ran for {ctx.info.instance_id}")
 
 
 JOBS = [
-    BootJob("every-boot", "boot", "runs at every boot", "test_boot:fake_job"),
-    BootJob("once", "instance", "runs once per instance", "test_boot:fake_job"),
+    BootJob("every-boot", "boot", "runs at every boot", fake_job),
+    BootJob("once", "instance", "runs once per instance", fake_job),
 ]
 
 
@@ -72,7 +73,7 @@ def settings(tmp_path: Any, imds: Instance) -> Settings:
 
 
 def run(name: str, settings: Settings) -> StepResult:
-    return boot.run_job(name, settings, LocalTarget(), job_list=JOBS)
+    return runner.run_job(name, settings, LocalTarget(), job_list=JOBS)
 
 
 def test_per_instance_job_runs_once_per_instance_id(settings: Settings, imds: Instance) -> None:
@@ -117,7 +118,7 @@ def test_job_timings_are_recorded(settings: Settings) -> None:
 
 def test_units_order_readdress_before_every_ceph_daemon() -> None:
     s = Settings().replace(ceph={"osd_count": 2})
-    jobs = {j.name: j for j in boot.jobs(s)}
+    jobs = {j.name: j for j in boot_jobs.jobs(s)}
     text = render_unit(jobs["ceph-readdress"])
     before = next(line for line in text.splitlines() if line.startswith("Before="))
     for unit in ("ceph-mon@a.service", "ceph-mgr@x.service", "ceph-osd@0.service", "ceph-osd@1.service"):

@@ -15,7 +15,7 @@ import pytest
 from provision import hostname
 from provision.exceptions import CommandFailed, ConfigError
 from provision.hostname import HostnameStep, apply, render_hostname, render_hosts
-from provision.metadata import InstanceInfo
+from provision.instance import InstanceInfo
 from provision.settings import Settings
 from provision.steps import StepResult, run_steps
 from provision.target.local import LocalTarget

@@ -18,7 +18,8 @@ from moto.server import ThreadedMotoServer
 
 import provision
 from provision.exceptions import ConfigError, MetadataError
-from provision.metadata import InstanceInfo, MetadataClient, main, region_from_az
+from provision.instance import InstanceInfo, region_from_az
+from provision.metadata import MetadataClient, main
 from provision.settings import Settings
 from sim.imds import IMDSServer, InstanceView, metadata_tree
 

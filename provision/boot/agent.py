@@ -7,21 +7,20 @@ import json
 import os
 from pathlib import Path
 
-from .boot import AGENT_DIR, SETTINGS_PATH, jobs
-from .settings import Settings
-from .steps import StepResult
-from .target import Target
+from ..paths import AGENT_DIR, SETTINGS_PATH, UNIT_DIR
+from ..settings import Settings
+from ..steps import StepResult
+from ..target import Target
+from .jobs import jobs
 from .units import render_unit
 
 #: Subpackages the agent does not install: they run on the build host only (boto3).
 HOST_ONLY = ("ec2",)
 
-UNIT_DIR = "/etc/systemd/system"
-
 
 def agent_files(settings: Settings) -> dict[str, tuple[bytes, int]]:
     """Every file the agent installs: path -> (content, mode)."""
-    src = Path(__file__).parent
+    src = Path(__file__).resolve().parent.parent  # the provision package
     files: dict[str, tuple[bytes, int]] = {}
     for path in sorted(src.rglob("*.py")):
         rel = path.relative_to(src)

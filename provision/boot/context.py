@@ -1,0 +1,53 @@
+"""What a boot job is and what it is given: pure data, no behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..instance import InstanceInfo
+from ..settings import Settings
+from ..steps import Log, StepResult
+from ..target import Target
+
+
+def log(message: str) -> None:
+    """Log one line to stdout (the journal, when run from a unit)."""
+    print(message, flush=True)
+
+
+@dataclass
+class BootContext:
+    """What a job needs: where to act, the settings, and this instance's metadata."""
+
+    target: Target
+    settings: Settings
+    info: InstanceInfo
+    metadata_fresh: bool
+    log: Log = log
+
+    @property
+    def state_dir(self) -> str:
+        """Directory holding the agent's state on the instance."""
+        return self.settings.state_dir
+
+
+JobFn = Callable[[BootContext], StepResult]
+
+
+@dataclass(frozen=True)
+class BootJob:
+    """One boot job: its function and the systemd ordering its unit needs."""
+
+    name: str
+    per: str  # "boot" | "instance"
+    description: str
+    fn: JobFn
+    after: tuple[str, ...] = ()
+    before: tuple[str, ...] = ()
+    wants: tuple[str, ...] = ()
+
+    @property
+    def unit(self) -> str:
+        """The systemd unit name of this job."""
+        return f"coa-{self.name}.service"
