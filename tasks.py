@@ -182,7 +182,8 @@ def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_err
         source_ami=None, region=None, instance_type=None, caller_ip=None, allow_cidr=None, allow_unproven=False,
         key=None, wait_delay=None, wait_attempts=None):
     """Build the AMI: launch a builder, provision, scrub, audit, image, publish, copy, clean up."""
-    from provision.ec2 import BuildOptions, build
+    from provision.ec2.build import build
+    from provision.ec2.plan import BuildOptions
     from provision.profiles import load_proven
 
     settings = _settings(c, region=region, instance_type=instance_type, wait_delay_s=wait_delay, wait_attempts=wait_attempts)

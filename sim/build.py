@@ -1,4 +1,4 @@
-"""``build.ami --sim``: the real EC2 build (provision/ec2.py) closed in a loop against the simulation.
+"""``build.ami --sim``: the real EC2 build (provision/ec2/) closed in a loop against the simulation.
 
 moto is EC2: the build's own ``run_instances`` launches the builder, which the sim boots as a
 container at the instance's private IP; the build reaches it over SSH with the temporary key
@@ -12,7 +12,8 @@ from __future__ import annotations
 import socket
 from typing import Callable, Sequence
 
-from provision import ec2
+from provision.ec2.build import build
+from provision.ec2.plan import BuilderHost, BuildOptions, BuildResult
 from provision.image.prepare import prepare_image
 from provision.settings import Settings
 from provision.target.ssh import SSHTarget
@@ -42,7 +43,7 @@ def build_ami_sim(
     on_error: str = "cleanup",
     profile: str | None = None,
     log: Log = print,
-) -> ec2.BuildResult:
+) -> BuildResult:
     """Run the whole AMI build against the simulation; return the build result (AMI ids, manifest)."""
     import boto3
 
@@ -54,7 +55,7 @@ def build_ami_sim(
         aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         region_name=settings.region,
     )
-    options = ec2.BuildOptions.from_settings(
+    options = BuildOptions.from_settings(
         settings,
         profile=profile,
         source_ami=source,
@@ -74,11 +75,11 @@ def build_ami_sim(
         ssh_attempts=120,
     )
 
-    def probe(host: ec2.BuilderHost) -> bool:
+    def probe(host: BuilderHost) -> bool:
         sim.boot_instance(host.instance_id)  # EC2 boots the instance; in the sim, this does
         return tcp_open(host.address, host.port)
 
-    def provision_builder(host: ec2.BuilderHost) -> None:
+    def provision_builder(host: BuilderHost) -> None:
         target = SSHTarget(
             host.address, user=host.user, port=host.port, pkey=host.pkey, key_filename=None if host.pkey else host.key_path,
             retries=settings.ssh_retries, retry_delay=settings.ssh_retry_delay_s, connect_timeout=settings.ssh_connect_timeout_s, log=log,
@@ -87,7 +88,7 @@ def build_ami_sim(
             prepare_image(target, settings, profile, log=log)
 
     try:
-        return ec2.build(
+        return build(
             options, provision_builder, session=session, endpoint_url=sim.state.endpoint,
             ssh_probe=probe, on_image_created=lambda ami, iid: sim.image_instance(iid, ami), log=log,
         )
