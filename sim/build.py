@@ -10,18 +10,18 @@ that AMI's content, so ``sim.up --ami ID`` boots it and every first-boot job run
 from __future__ import annotations
 
 import socket
-from typing import Callable, Sequence
+from typing import Sequence
+
+import boto3
 
 from provision.ec2.build import build
+from provision.ec2.builder import provision_builder
 from provision.ec2.plan import BuilderHost, BuildOptions, BuildResult
-from provision.image.prepare import prepare_image
 from provision.settings import Settings
-from provision.target.ssh import SSHTarget
+from provision.steps import Log
 
 from .daemon import FAKE_CREDENTIALS
 from .lifecycle import GATEWAY, Sim
-
-Log = Callable[[str], None]
 
 
 def tcp_open(host: str, port: int, timeout: float = 2.0) -> bool:
@@ -45,8 +45,6 @@ def build_ami_sim(
     log: Log = print,
 ) -> BuildResult:
     """Run the whole AMI build against the simulation; return the build result (AMI ids, manifest)."""
-    import boto3
-
     sim = Sim(settings, log=log)
     source = sim.ensure_infra(profile)
     profile = sim.state.profile
@@ -79,17 +77,9 @@ def build_ami_sim(
         sim.boot_instance(host.instance_id)  # EC2 boots the instance; in the sim, this does
         return tcp_open(host.address, host.port)
 
-    def provision_builder(host: BuilderHost) -> None:
-        target = SSHTarget(
-            host.address, user=host.user, port=host.port, pkey=host.pkey, key_filename=None if host.pkey else host.key_path,
-            retries=settings.ssh_retries, retry_delay=settings.ssh_retry_delay_s, connect_timeout=settings.ssh_connect_timeout_s, log=log,
-        )
-        with target:
-            prepare_image(target, settings, profile, log=log)
-
     try:
         return build(
-            options, provision_builder, session=session, endpoint_url=sim.state.endpoint,
+            options, lambda host: provision_builder(host, settings, profile, log=log), session=session, endpoint_url=sim.state.endpoint,
             ssh_probe=probe, on_image_created=lambda ami, iid: sim.image_instance(iid, ami), log=log,
         )
     finally:

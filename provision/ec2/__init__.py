@@ -12,4 +12,5 @@ not install it). Its modules, from the bottom up:
 * ``images``: source image, instance type, publishing, IMDSv2, tags;
 * ``keys``: the builder's login key; ``launch``: key pair, security group, builder instance;
 * ``build``: :func:`~provision.ec2.build.build`, the stages strung together;
+* ``builder``: the builder provisioned over SSH, and the build on AWS as ``invoke build.ami`` runs it.
 """
