@@ -182,9 +182,6 @@ def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_err
         source_ami=None, region=None, instance_type=None, caller_ip=None, allow_cidr=None, allow_unproven=False,
         key=None, wait_delay=None, wait_attempts=None):
     """Build the AMI: launch a builder, provision, scrub, audit, image, publish, copy, clean up."""
-    from provision.ec2 import BuildOptions, build
-    from provision.profiles import load_proven
-
     settings = _settings(c, region=region, instance_type=instance_type, wait_delay_s=wait_delay, wait_attempts=wait_attempts)
     region_list = [r.strip() for r in (regions or "").split(",") if r.strip()]
     if sim:
@@ -193,48 +190,14 @@ def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_err
         result = build_ami_sim(settings, public=public, regions=region_list, ami_name=name, force=force,
                                on_error=on_error, profile=profile, log=_log)
     else:
-        from provision.image.prepare import prepare_image
-        from provision.target.ssh import SSHTarget
+        from provision.ec2.builder import build_ami
 
-        import boto3
-
-        if settings.region not in boto3.session.Session().get_available_regions("ec2"):
-            from provision.exceptions import ConfigError
-
-            raise ConfigError(f"Unknown AWS region {settings.region!r}", hint="e.g. us-east-1, eu-west-1")
-        proven = load_proven()
-        profile = profile or (next(iter(proven)) if len(proven) == 1 else settings.profile)
-        options = BuildOptions.from_settings(
-            settings, profile=profile, source_ami=source_ami, public=public, regions=region_list, ami_name=name,
-            force=force, on_error=on_error, caller_ip=None if allow_cidr else (caller_ip or _caller_ip()),
-            allow_cidr=allow_cidr, allow_unproven=allow_unproven, key_file=key,
-        )
-
-        def provision_builder(host):
-            target = SSHTarget(host.address, user=host.user, port=host.port, pkey=host.pkey,
-                               key_filename=None if host.pkey else host.key_path, retries=settings.ssh_retries,
-                               retry_delay=settings.ssh_retry_delay_s, connect_timeout=settings.ssh_connect_timeout_s, log=_log)
-            with target:
-                prepare_image(target, settings, options.profile if isinstance(options.profile, str) else options.profile.name, log=_log)
-
-        result = build(options, provision_builder, log=_log)
+        result = build_ami(settings, profile=profile, source_ami=source_ami, public=public, regions=region_list, ami_name=name,
+                           force=force, on_error=on_error, caller_ip=caller_ip, allow_cidr=allow_cidr,
+                           allow_unproven=allow_unproven, key_file=key, log=_log)
     for reg, ami_id in result.ami_ids.items():
         print(f"{reg}: {ami_id}")
     print(f"manifest: {result.manifest_path}")
-
-
-def _caller_ip() -> str:
-    """This machine's public address as AWS sees it (for the builder's /32 SSH rule)."""
-    import urllib.request
-
-    from provision.exceptions import ConfigError
-
-    try:
-        with urllib.request.urlopen("https://checkip.amazonaws.com", timeout=5) as r:
-            return r.read().decode().strip()
-    except OSError as e:
-        raise ConfigError(f"Cannot discover your public address ({e})",
-                          hint="pass --caller-ip A.B.C.D (or --allow-cidr CIDR to admit a wider range)") from e
 
 
 @task(

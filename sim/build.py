@@ -1,4 +1,4 @@
-"""``build.ami --sim``: the real EC2 build (provision/ec2.py) closed in a loop against the simulation.
+"""``build.ami --sim``: the real EC2 build (provision/ec2/) closed in a loop against the simulation.
 
 moto is EC2: the build's own ``run_instances`` launches the builder, which the sim boots as a
 container at the instance's private IP; the build reaches it over SSH with the temporary key
@@ -10,17 +10,18 @@ that AMI's content, so ``sim.up --ami ID`` boots it and every first-boot job run
 from __future__ import annotations
 
 import socket
-from typing import Callable, Sequence
+from typing import Sequence
 
-from provision import ec2
-from provision.image.prepare import prepare_image
+import boto3
+
+from provision.ec2.build import build
+from provision.ec2.builder import provision_builder
+from provision.ec2.plan import BuilderHost, BuildOptions, BuildResult
 from provision.settings import Settings
-from provision.target.ssh import SSHTarget
+from provision.steps import Log
 
 from .daemon import FAKE_CREDENTIALS
 from .lifecycle import GATEWAY, Sim
-
-Log = Callable[[str], None]
 
 
 def tcp_open(host: str, port: int, timeout: float = 2.0) -> bool:
@@ -42,10 +43,8 @@ def build_ami_sim(
     on_error: str = "cleanup",
     profile: str | None = None,
     log: Log = print,
-) -> ec2.BuildResult:
+) -> BuildResult:
     """Run the whole AMI build against the simulation; return the build result (AMI ids, manifest)."""
-    import boto3
-
     sim = Sim(settings, log=log)
     source = sim.ensure_infra(profile)
     profile = sim.state.profile
@@ -54,7 +53,7 @@ def build_ami_sim(
         aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         region_name=settings.region,
     )
-    options = ec2.BuildOptions.from_settings(
+    options = BuildOptions.from_settings(
         settings,
         profile=profile,
         source_ami=source,
@@ -74,21 +73,13 @@ def build_ami_sim(
         ssh_attempts=120,
     )
 
-    def probe(host: ec2.BuilderHost) -> bool:
+    def probe(host: BuilderHost) -> bool:
         sim.boot_instance(host.instance_id)  # EC2 boots the instance; in the sim, this does
         return tcp_open(host.address, host.port)
 
-    def provision_builder(host: ec2.BuilderHost) -> None:
-        target = SSHTarget(
-            host.address, user=host.user, port=host.port, pkey=host.pkey, key_filename=None if host.pkey else host.key_path,
-            retries=settings.ssh_retries, retry_delay=settings.ssh_retry_delay_s, connect_timeout=settings.ssh_connect_timeout_s, log=log,
-        )
-        with target:
-            prepare_image(target, settings, profile, log=log)
-
     try:
-        return ec2.build(
-            options, provision_builder, session=session, endpoint_url=sim.state.endpoint,
+        return build(
+            options, lambda host: provision_builder(host, settings, profile, log=log), session=session, endpoint_url=sim.state.endpoint,
             ssh_probe=probe, on_image_created=lambda ami, iid: sim.image_instance(iid, ami), log=log,
         )
     finally:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from provision import host as provision_host
-from provision.ec2 import validate_ami_id
+from provision.ec2.plan import validate_ami_id
 from provision.exceptions import ConfigError, SimError
 from provision.profiles import get_profile, record_proven
 from provision.ready import Check, wait_ready

@@ -1,0 +1,129 @@
+"""The builder over SSH, and the build on AWS as ``invoke build.ami`` runs it.
+
+:func:`provision_builder` is the one way a build reaches its builder (on AWS and in the
+simulation): an :class:`~provision.target.ssh.SSHTarget` from the settings' SSH bounds, then
+:func:`~provision.image.prepare.prepare_image` (provision, scrub, audit) over that one connection.
+:func:`build_ami` adds what only a build on AWS needs before it starts: the region checked, the
+proven profile chosen, and the caller's public address discovered for the builder's /32 SSH rule.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from typing import Sequence
+
+from ..exceptions import ConfigError
+from ..image.prepare import prepare_image
+from ..profiles import DEFAULT_PROVEN_PATH, load_proven
+from ..settings import Settings
+from ..steps import Log
+from ..target.ssh import SSHTarget
+from .api import check_region
+from .build import build
+from .plan import BuilderHost, BuildOptions, BuildResult
+
+#: Answers the caller's public address as AWS sees it.
+CHECKIP_URL = "https://checkip.amazonaws.com"
+
+
+def builder_target(host: BuilderHost, settings: Settings, log: Log = print) -> SSHTarget:
+    """The SSH target of the builder: its key (in memory, else its file) and the settings' SSH retries, delay and timeout."""
+    return SSHTarget(
+        host.address,
+        user=host.user,
+        port=host.port,
+        pkey=host.pkey,
+        key_filename=None if host.pkey else host.key_path,
+        retries=settings.ssh_retries,
+        retry_delay=settings.ssh_retry_delay_s,
+        connect_timeout=settings.ssh_connect_timeout_s,
+        log=log,
+    )
+
+
+def provision_builder(host: BuilderHost, settings: Settings, profile: str, log: Log = print) -> None:
+    """Provision, scrub and audit the builder over one SSH connection (the scrub removes the key it came in with).
+
+    Raises:
+        AuditFailed: the audit found something that must not be in a public image.
+    """
+    target = builder_target(host, settings, log)
+    with target:
+        prepare_image(target, settings, profile, log=log)
+
+
+def choose_profile(profile: str | None, default: str, proven_path: str = DEFAULT_PROVEN_PATH) -> str:
+    """The profile to build: the one asked for, else the only one the simulation has proven, else ``default``.
+
+    Raises:
+        ConfigError: the proven record exists but cannot be read.
+    """
+    proven = load_proven(proven_path)
+    return profile or (next(iter(proven)) if len(proven) == 1 else default)
+
+
+def discover_caller_ip(url: str = CHECKIP_URL, timeout: float = 5) -> str:
+    """This machine's public address as AWS sees it (for the builder's /32 SSH rule).
+
+    Raises:
+        ConfigError: the address cannot be discovered (the hint says how to give it).
+    """
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.read().decode().strip()
+    except OSError as e:
+        raise ConfigError(
+            f"Cannot discover your public address ({e})",
+            hint="pass --caller-ip A.B.C.D (or --allow-cidr CIDR to admit a wider range)",
+        ) from e
+
+
+def build_ami(
+    settings: Settings,
+    *,
+    profile: str | None = None,
+    source_ami: str | None = None,
+    public: bool = False,
+    regions: Sequence[str] = (),
+    ami_name: str | None = None,
+    force: bool = False,
+    on_error: str = "cleanup",
+    caller_ip: str | None = None,
+    allow_cidr: str | None = None,
+    allow_unproven: bool = False,
+    key_file: str | None = None,
+    log: Log = print,
+) -> BuildResult:
+    """Build the AMI on AWS: check the region, choose the profile, admit SSH from the caller, then :func:`build`.
+
+    Args:
+        settings: the defaults (region, instance type, waits, SSH bounds) and what is provisioned.
+        profile: the distribution profile; default: the only proven one, else the settings' profile.
+        caller_ip: the address SSH is admitted from; default: discovered (not asked for with ``allow_cidr``).
+        allow_cidr: admit SSH from this CIDR instead of the caller's single address.
+        key_file: a private key of the user's instead of a generated one.
+        log: where progress lines go.
+
+        The other arguments are :class:`~provision.ec2.plan.BuildOptions` fields of the same names.
+
+    Raises:
+        ConfigError: the region, the profile record, the caller's address or an option is refused.
+        AwsError: an AWS call failed.
+    """
+    check_region(settings.region)
+    name = choose_profile(profile, settings.profile)
+    options = BuildOptions.from_settings(
+        settings,
+        profile=name,
+        source_ami=source_ami,
+        public=public,
+        regions=regions,
+        ami_name=ami_name,
+        force=force,
+        on_error=on_error,
+        caller_ip=None if allow_cidr else (caller_ip or discover_caller_ip()),
+        allow_cidr=allow_cidr,
+        allow_unproven=allow_unproven,
+        key_file=key_file,
+    )
+    return build(options, lambda host: provision_builder(host, settings, name, log=log), log=log)

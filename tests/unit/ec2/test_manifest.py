@@ -1,0 +1,42 @@
+"""The Packer-style manifest: the entry's shape and appending."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from provision.ec2.manifest import manifest_entry, merge_manifest
+
+from .helpers import (
+    NAME,
+    plan_for,
+)
+
+
+def test_manifest_has_packers_shape_and_appends(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, regions=["eu-west-1"], public=True, custom_data={"git_sha": "abc123"})
+    entry = manifest_entry(plan, {"us-east-1": "ami-11111111", "eu-west-1": "ami-22222222"}, "ami-00000000", 1_700_000_000)
+    assert entry == {
+        "name": "ceph-openstack-ami.debian-12",
+        "builder_type": "ceph-openstack-ami",
+        "build_time": 1_700_000_000,
+        "files": None,
+        "artifact_id": "us-east-1:ami-11111111,eu-west-1:ami-22222222",
+        "packer_run_uuid": plan.build_id,
+        "custom_data": {
+            "ami_name": NAME,
+            "profile": "debian-12",
+            "source_ami": "ami-00000000",
+            "instance_type": "m1.xlarge",
+            "region": "us-east-1",
+            "regions": "us-east-1,eu-west-1",
+            "public": "true",
+            "build_id": plan.build_id,
+            "git_sha": "abc123",
+        },
+    }
+    first = merge_manifest(None, entry)
+    assert first == {"builds": [entry], "last_run_uuid": plan.build_id}
+    second_entry = {**entry, "packer_run_uuid": "other"}
+    second = merge_manifest(first, second_entry)
+    assert [b["packer_run_uuid"] for b in second["builds"]] == [plan.build_id, "other"]
+    assert second["last_run_uuid"] == "other"
