@@ -40,27 +40,27 @@ def rotate_keys_job(ctx: BootContext) -> StepResult:
 
 def openstack_secrets_job(ctx: BootContext) -> StepResult:
     """New OpenStack secrets for this instance (the runner makes it once per instance-id)."""
-    from .openstack_boot import rotate_secrets
+    from .openstack.instance import rotate_secrets
 
     return rotate_secrets(ctx.target, ctx.settings, ctx.info, ctx.log)
 
 
 def openstack_endpoints_job(ctx: BootContext) -> StepResult:
     """OpenStack configuration and catalog follow this boot's addresses (no-op when unchanged)."""
-    from .openstack_boot import reconcile
+    from .openstack.instance import reconcile
 
     return reconcile(ctx.target, ctx.settings, ctx.info, ctx.log)
 
 
 def openstack_boot_volume_job(ctx: BootContext) -> StepResult:
     """This instance's bootable volume from the golden image (once per instance-id; never a second one)."""
-    from .openstack_boot import ensure_boot_volume
+    from .openstack.volume import ensure_boot_volume
 
     return ensure_boot_volume(ctx.target, ctx.settings, ctx.info, ctx.log)
 
 
 def openstack_demo_server_job(ctx: BootContext) -> StepResult:
     """One demo server of this instance, booted from its bootable volume, running (every boot; never a second one)."""
-    from .openstack_boot import ensure_demo_server
+    from .openstack.server import ensure_demo_server
 
     return ensure_demo_server(ctx.target, ctx.settings, ctx.info, ctx.log)

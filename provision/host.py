@@ -31,8 +31,8 @@ def start_boot_units(target: Target, settings: Settings) -> None:
 
 def content_steps(settings: Settings, profile: str, ip: str) -> list[Step]:
     """The steps that install and configure the AMI's content (Ceph, then later OpenStack)."""
-    from . import openstack
     from .ceph import steps as ceph
+    from .openstack import provisioning as openstack
 
     return [*ceph.steps(settings, profile, ip), *openstack.steps(settings, profile, ip)]
 

@@ -73,7 +73,7 @@ def _openstack_check(target: Target, name: str, what: str) -> Check:
     from .boot import AGENT_DIR
 
     r = target.run(
-        ["env", f"PYTHONPATH={AGENT_DIR}", "timeout", "60", "python3", "-m", "provision.openstack_boot", "check", what],
+        ["env", f"PYTHONPATH={AGENT_DIR}", "timeout", "60", "python3", "-m", "provision.openstack", "check", what],
         check=False,
     )
     try:
@@ -115,7 +115,7 @@ def check_demo_server(target: Target, settings: Settings) -> Check:
 
 def check_dashboard(target: Target, settings: Settings) -> Check:
     """The dashboard's login page answers 200 on the instance."""
-    from .openstack import dashboard_login_url, dashboard_status
+    from .openstack.dashboard import dashboard_login_url, dashboard_status
 
     code = dashboard_status(target, settings)
     return Check("dashboard", code == "200", f"{dashboard_login_url(settings)} answered {code or 'nothing'}")

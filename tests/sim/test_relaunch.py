@@ -15,7 +15,10 @@ from typing import Any, Iterator
 import pytest
 
 from provision.ceph import steps as ceph
-from provision.openstack_conf import DASHBOARD_OVERRIDES, Secrets, parse_ini, parse_openrc
+from provision.openstack.dashboard import DASHBOARD_OVERRIDES
+from provision.openstack.identity import parse_openrc
+from provision.openstack.ini import parse_ini
+from provision.openstack.secrets import Secrets
 from tests.sim.test_ceph import HEALTH_TIMEOUT_S, boot_log, client_keys, image_sha256, mon_vectors, reused_keys
 from tests.sim.test_ceph import IMAGE as DATA_IMAGE
 from tests.sim.test_openstack import OPENRC, boot_volumes, cli, endpoints, secrets_of
