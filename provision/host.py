@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from . import openstack
 from .boot.agent import BootAgentStep
 from .boot.jobs import jobs
 from .ceph import steps as ceph_steps
+from .openstack import provisioning as openstack
 from .paths import agent_argv
 from .settings import Settings
 from .steps import Log, Report, Step, run_steps

@@ -10,7 +10,7 @@ from typing import Callable
 from .boot.jobs import jobs
 from .ceph import health as ceph_health
 from .exceptions import CommandFailed, ProvisionError
-from .openstack import dashboard_login_url, dashboard_status
+from .openstack.dashboard import dashboard_login_url, dashboard_status
 from .paths import agent_argv
 from .settings import Settings
 from .steps import Log
@@ -56,8 +56,8 @@ CHECKS: list[Callable[[Target, Settings], Check]] = [check_boot_jobs, check_host
 
 
 def _openstack_check(target: Target, name: str, what: str) -> Check:
-    """Run one check of the boot agent's OpenStack client on the instance (``openstack_boot check WHAT``)."""
-    r = target.run(agent_argv("provision.openstack_boot", "check", what), check=False, timeout=60)
+    """Run one check of the boot agent's OpenStack client on the instance (``python3 -m provision.openstack check WHAT``)."""
+    r = target.run(agent_argv("provision.openstack", "check", what), check=False, timeout=60)
     try:
         data = json.loads(r.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):

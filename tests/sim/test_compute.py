@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from provision.image import guest
-from provision.openstack_conf import parse_ini, parse_openrc
+from provision.openstack.identity import parse_openrc
+from provision.openstack.ini import parse_ini
 from tests.sim.test_openstack import boot_volumes, cli, cli_json
 
 pytestmark = pytest.mark.docker

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
-from provision import openstack
-from provision.openstack_conf import Secrets
+from provision.openstack.profile import profile
+from provision.openstack.provisioning import steps as openstack_steps
+from provision.openstack.secrets import Secrets, secrets_path
 from provision.steps import run_steps
+from provision.systemd import unit_enabled
 from provision.target import Result, Target
 
 pytestmark = pytest.mark.docker
@@ -63,7 +65,7 @@ def rbd_parent(target: Target, pool: str, image: str) -> str | None:
 
 
 def secrets_of(sim: Any) -> Secrets:
-    return Secrets.from_json(sim.target.read(openstack.secrets_path(sim.settings)).decode())
+    return Secrets.from_json(sim.target.read(secrets_path(sim.settings)).decode())
 
 
 def endpoints(target: Target) -> list[dict[str, Any]]:
@@ -79,11 +81,11 @@ def last_boot_entry(sim: Any, job: str) -> dict[str, Any]:
 
 # --- services --------------------------------------------------------------------------------
 def test_services_are_enabled_system_services(sim: Any) -> None:
-    prof = openstack.profile(sim.status()["profile"] or "debian-12")
+    prof = profile(sim.status()["profile"] or "debian-12")
     for unit in prof.all_units:
         if unit == prof.libvirt_unit:
             continue  # socket-activated
-        assert openstack.unit_enabled(sim.target, unit), f"{unit} would not start at boot"
+        assert unit_enabled(sim.target, unit), f"{unit} would not start at boot"
         assert sim.target.service_active(unit), f"{unit} is not running"
 
 
@@ -93,7 +95,7 @@ def test_openrc_and_secret_files_are_private(sim: Any) -> None:
     for path, group in (("/etc/keystone/keystone.conf", "keystone"), ("/etc/glance/glance-api.conf", "glance"), ("/etc/cinder/cinder.conf", "cinder")):
         st = t.file_state(path)
         assert st is not None and (st.mode, st.owner, st.group) == (0o640, "root", group), path
-    st = t.file_state(openstack.secrets_path(sim.settings))
+    st = t.file_state(secrets_path(sim.settings))
     assert st is not None and (st.mode, st.owner) == (0o600, "root")
 
 
@@ -138,7 +140,7 @@ def test_exactly_one_boot_volume_cloned_from_the_golden_image(sim: Any) -> None:
 
 def test_second_provisioning_changes_nothing(sim: Any) -> None:
     status = sim.status()
-    steps = openstack.steps(sim.settings, status["profile"] or "debian-12", status["private_ip"])
+    steps = openstack_steps(sim.settings, status["profile"] or "debian-12", status["private_ip"])
     report = run_steps(sim.target, sim.settings, steps)
     assert report.changed == 0, [r.line() for r in report.results if r.changed]
 

@@ -14,8 +14,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from provision.ceph import cli, health
-from provision.openstack_conf import DASHBOARD_OVERRIDES, Secrets, parse_ini, parse_openrc
+from provision.ceph import cli as ceph_cli
+from provision.ceph import health
+from provision.openstack.dashboard import DASHBOARD_OVERRIDES
+from provision.openstack.identity import parse_openrc
+from provision.openstack.ini import parse_ini
+from provision.openstack.secrets import Secrets
 from tests.sim.test_ceph import HEALTH_TIMEOUT_S, boot_log, client_keys, image_sha256, mon_vectors, reused_keys
 from tests.sim.test_ceph import IMAGE as DATA_IMAGE
 from tests.sim.test_openstack import OPENRC, boot_volumes, cli, endpoints, secrets_of
@@ -31,9 +35,9 @@ def relaunched(sim: Any) -> Iterator[dict[str, Any]]:
     """8 MiB of random data written to an RBD image, what the instance looked like, one relaunch."""
     t, s = sim.target, sim.settings
     health.wait_healthy(t, s, timeout=HEALTH_TIMEOUT_S)
-    cli.rbd(t, s, "rm", DATA_IMAGE, check=False)
+    ceph_cli.rbd(t, s, "rm", DATA_IMAGE, check=False)
     t.run(["sh", "-c", f"head -c 8M /dev/urandom > {DATA}"])
-    cli.rbd(t, s, "--id", s.volume_pool, "import", DATA, DATA_IMAGE)
+    ceph_cli.rbd(t, s, "--id", s.volume_pool, "import", DATA, DATA_IMAGE)
     local = t.run(["sha256sum", DATA]).stdout.split()[0]
     t.run(["rm", "-f", DATA])
     assert image_sha256(t, s) == local
@@ -49,7 +53,7 @@ def relaunched(sim: Any) -> Iterator[dict[str, Any]]:
     }
     after = sim.relaunch()
     yield {"before": before, "after": after}
-    cli.rbd(sim.target, s, "rm", DATA_IMAGE, check=False)
+    ceph_cli.rbd(sim.target, s, "rm", DATA_IMAGE, check=False)
 
 
 def test_new_instance_ip_and_mapping(sim: Any, relaunched: dict[str, Any]) -> None:

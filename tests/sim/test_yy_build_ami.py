@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from provision.ceph import cli
-from provision.openstack_conf import parse_openrc
+from provision.openstack.identity import parse_openrc
 
 pytestmark = pytest.mark.docker
 
