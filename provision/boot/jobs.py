@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from .. import hostname
 from ..ceph import boot as ceph_boot
-from ..openstack_boot import ensure_boot_volume, ensure_demo_server, reconcile, rotate_secrets
+from ..openstack.instance import reconcile, rotate_secrets
+from ..openstack.server import ensure_demo_server
+from ..openstack.volume import ensure_boot_volume
 from ..paths import AGENT_UNITS, COMPUTE_UNITS, OPENSTACK_UNITS, ceph_units
 from ..settings import Settings
 from ..steps import StepResult
