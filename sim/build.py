@@ -17,8 +17,9 @@ from provision.image.prepare import prepare_image
 from provision.settings import Settings
 from provision.target.ssh import SSHTarget
 
+from .cloud import GATEWAY
 from .daemon import FAKE_CREDENTIALS
-from .lifecycle import GATEWAY, Sim
+from .lifecycle import Sim
 
 Log = Callable[[str], None]
 
