@@ -20,7 +20,8 @@ import provision
 from provision.exceptions import ConfigError, MetadataError
 from provision.metadata import InstanceInfo, MetadataClient, main, region_from_az
 from provision.settings import Settings
-from sim.imds import IMDSServer, InstanceView, metadata_tree
+from sim.imds import IMDSServer
+from sim.imds_tree import InstanceView, metadata_tree
 
 INSTANCE = {
     "InstanceId": "i-0123456789abcdef0",
