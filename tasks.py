@@ -114,7 +114,7 @@ def relaunch(c):
 def shell(c):
     """Open a root shell inside the simulated instance."""
     sim = _sim(c)
-    sim._require_running()
+    sim.require_running()
     os.execvp("docker", ["docker", "exec", "-it", sim.state.container, "bash", "-l"])
 
 
@@ -123,7 +123,7 @@ def shell(c):
 def logs(c, follow=False, all=False):
     """Print the boot jobs' logs (journal of the coa-* units) from the simulated instance."""
     sim = _sim(c)
-    sim._require_running()
+    sim.require_running()
     units = [] if all else ["-u", "coa-*", "-u", "sim-cloud-init.service"]
     args = ["docker", "exec", "-it" if follow else "-i", sim.state.container, "journalctl", "-b", "--no-pager", *units]
     os.execvp("docker", args + (["-f"] if follow else []))

@@ -8,17 +8,16 @@ from __future__ import annotations
 import statistics
 import time
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from provision.boot.jobs import jobs
 from provision.host import provision
 from provision.ready import CHECKS
 from provision.settings import Settings
+from provision.steps import Log
 from provision.target import Target
 
 from .lifecycle import Sim
-
-Log = Callable[[str], None]
 
 
 def stats(values: list[float]) -> dict[str, Any]:

@@ -20,8 +20,9 @@ from provision.ec2.plan import BuilderHost, BuildOptions, BuildResult
 from provision.settings import Settings
 from provision.steps import Log
 
+from .cloud import GATEWAY
 from .daemon import FAKE_CREDENTIALS
-from .lifecycle import GATEWAY, Sim
+from .lifecycle import Sim
 
 
 def tcp_open(host: str, port: int, timeout: float = 2.0) -> bool:

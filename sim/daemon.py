@@ -16,6 +16,9 @@ import threading
 import time
 from typing import Any
 
+from .imds import IMDSServer
+from .imds_tree import InstanceView, instance_view
+
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 
 
@@ -41,9 +44,8 @@ class MotoResolver:
         self._keys: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, client_ip: str) -> Any:
-        from sim.imds import instance_view
-
+    def __call__(self, client_ip: str) -> InstanceView | None:
+        """The view of the pending or running instance at ``client_ip``, or None."""
         with self._lock:
             res = self.ec2.describe_instances(
                 Filters=[
@@ -67,8 +69,6 @@ class MotoResolver:
 def main(argv: list[str] | None = None) -> int:
     """Run moto and the metadata service until SIGTERM."""
     from moto.server import ThreadedMotoServer
-
-    from sim.imds import IMDSServer
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, required=True, help="moto's port on 127.0.0.1")

@@ -17,10 +17,11 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from provision.exceptions import SimError
 from provision.profiles import Profile
+from provision.steps import Log
 
 ROOT = Path(__file__).resolve().parent.parent
 LABEL = "ceph-openstack-ami.sim"
@@ -30,8 +31,6 @@ CACHED_KINDS = ("base", "os")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_SECURITY = "http://deb.debian.org/debian-security"
 DEBOOTSTRAP_INCLUDE = ("ca-certificates",)
-
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -182,3 +181,28 @@ def os_image(client: Any, profile: Profile, log: Log) -> str:
             if text.startswith("Step ") or "Setting up" in text and "systemd" in text:
                 log("  " + text)
     return tag
+
+
+def default_profile(client: Any, log: Log) -> str:
+    """ubuntu-24.04 where ``ubuntu:24.04`` can be pulled, else debian-12 (built with debootstrap)."""
+    if try_pull(client, "ubuntu:24.04", log):
+        return "ubuntu-24.04"
+    log("falling back to Debian 12 built with debootstrap (profile debian-12)")
+    return "debian-12"
+
+
+def remove_images(client: Any, all_images: bool, log: Log) -> list[str]:
+    """Remove the sim's image tags (AMIs first); the cached base and OS images only with ``all_images``."""
+    removed: list[str] = []
+    ours = [(t, t.split("/", 1)[1].split(":", 1)[0]) for img in client.images.list() for t in img.tags
+            if t.startswith(f"{REPO}/")]
+    # AMIs (children) before the cached base and OS images they are built on.
+    for tag, kind in sorted(ours, key=lambda tk: tk[1] in CACHED_KINDS):
+        if kind in CACHED_KINDS and not all_images:
+            continue
+        try:
+            client.images.remove(tag, force=True)
+            removed.append(f"image {tag}")
+        except Exception as e:  # still used by a container of another tool
+            log(f"left image {tag}: {e}")
+    return removed

@@ -3,7 +3,7 @@
 moto answers ``/latest/meta-data/*`` with fixed values unrelated to the instances it
 launched, accepts any token and has no public keys. This server answers per instance
 instead: a resolver maps the request's *source address* to an :class:`InstanceView`
-built from moto's ``describe_instances`` (see :func:`instance_view`), and the token
+built from moto's ``describe_instances`` (see :func:`sim.imds_tree.instance_view`), and the token
 rules are EC2's:
 
 * ``PUT /latest/api/token`` with ``X-aws-ec2-metadata-token-ttl-seconds`` in 1..21600
@@ -16,16 +16,13 @@ rules are EC2's:
 * The PUT's answer leaves with the IP TTL set to ``HttpPutResponseHopLimit``, as on EC2,
   so a token cannot be fetched from further away than the hop limit allows.
 
-Standard library only. :func:`metadata_tree` is a pure function, and
+Standard library only. The tree is pure data (:mod:`sim.imds_tree`), and
 :meth:`IMDSServer.respond` decides an answer without any socket, so both are tested as data.
 """
 
 from __future__ import annotations
 
 import collections
-import datetime as _dt
-import hashlib
-import json
 import logging
 import re
 import secrets
@@ -34,10 +31,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from provision.exceptions import SimError
+
+from .imds_tree import InstanceView, lookup
 
 log = logging.getLogger(__name__)
 
@@ -46,237 +45,9 @@ TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 MAX_TOKEN_TTL = 21600
 
-# --- the tree: pure data ---------------------------------------------------------
-def _partition(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
-
-
-def _iso(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, _dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(_dt.timezone.utc)
-        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return str(value)
-
-
-def _fake_mac(instance_id: str) -> str:
-    digest = hashlib.sha256(instance_id.encode()).digest()
-    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
-
-
-def _group_names(groups: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [g["GroupName"] for g in groups if g.get("GroupName")]
-
-
-def metadata_tree(
-    instance: Mapping[str, Any],
-    public_key: str | None,
-    region: str,
-    *,
-    reservation_id: str | None = None,
-    user_data: str | bytes | None = None,
-    account_id: str | None = None,
-) -> dict[str, str]:
-    """Map a boto3 ``describe_instances`` Instance to the paths its metadata service serves.
-
-    Keys are paths below ``/latest/`` (``meta-data/instance-id``,
-    ``dynamic/instance-identity/document``, ``user-data``); values are the bodies. A key
-    ending in ``/`` overrides the listing of that directory (EC2 lists ``public-keys/``
-    as ``0=KEYNAME``); every other listing is derived by :func:`lookup`. Values EC2
-    leaves out (no public address, no key pair, tags not enabled) are absent, so they
-    answer 404 as on EC2.
-
-    Args:
-        instance: one element of ``Reservations[].Instances[]``.
-        public_key: the OpenSSH public key of the instance's key pair, or None.
-        region: the region the instance runs in.
-        reservation_id: ``Reservations[].ReservationId`` (the Instance dict lacks it).
-        user_data: the instance's user data, if any.
-        account_id: owner account; defaults to the network interface's ``OwnerId``.
-    """
-    iid = instance["InstanceId"]
-    az = instance.get("Placement", {}).get("AvailabilityZone") or f"{region}a"
-    private_ip = instance.get("PrivateIpAddress") or ""
-    private_dns = instance.get("PrivateDnsName") or ""
-    public_ip = instance.get("PublicIpAddress") or ""
-    public_dns = instance.get("PublicDnsName") or ""
-    enis = sorted(instance.get("NetworkInterfaces") or [], key=lambda e: e.get("Attachment", {}).get("DeviceIndex", 0))
-    primary = enis[0] if enis else {}
-    mac = primary.get("MacAddress") or _fake_mac(iid)
-    account = account_id or primary.get("OwnerId") or "123456789012"
-    group_names = _group_names(instance.get("SecurityGroups") or []) or _group_names(primary.get("Groups") or [])
-    options = instance.get("MetadataOptions") or {}
-
-    md: dict[str, str] = {
-        "ami-id": instance.get("ImageId", ""),
-        "ami-launch-index": str(instance.get("AmiLaunchIndex", 0)),
-        "ami-manifest-path": "(unknown)",
-        "hostname": private_dns,
-        "instance-action": "none",
-        "instance-id": iid,
-        "instance-life-cycle": "spot" if instance.get("InstanceLifecycle") == "spot" else "on-demand",
-        "instance-type": instance.get("InstanceType", ""),
-        "local-hostname": private_dns,
-        "local-ipv4": private_ip,
-        "mac": mac,
-        "placement/availability-zone": az,
-        "placement/region": region,
-        "profile": "default-hvm",
-        "services/domain": "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com",
-        "services/partition": _partition(region),
-    }
-    if public_ip:
-        md["public-ipv4"] = public_ip
-    if public_dns:
-        md["public-hostname"] = public_dns
-    if reservation_id:
-        md["reservation-id"] = reservation_id
-    if group_names:
-        md["security-groups"] = "\n".join(group_names)
-    root_device = instance.get("RootDeviceName")
-    if root_device:
-        md["block-device-mapping/ami"] = root_device
-        md["block-device-mapping/root"] = root_device
-    ebs = [m["DeviceName"] for m in instance.get("BlockDeviceMappings") or [] if m.get("DeviceName") != root_device]
-    for n, device in enumerate(ebs, start=1):
-        md[f"block-device-mapping/ebs{n}"] = device
-    if public_key:
-        md["public-keys/"] = f"0={instance.get('KeyName') or 'key'}"
-        md["public-keys/0/openssh-key"] = public_key.strip()
-
-    for index, eni in enumerate(enis or [{}]):
-        emac = eni.get("MacAddress") or mac
-        base = f"network/interfaces/macs/{emac}/"
-        assoc = eni.get("Association") or {}
-        is_primary = index == 0
-        eni_public_ip = assoc.get("PublicIp") or (public_ip if is_primary else "")
-        eni_public_dns = (public_dns if is_primary else "") or assoc.get("PublicDnsName") or ""
-        privates = [p["PrivateIpAddress"] for p in eni.get("PrivateIpAddresses") or [] if p.get("PrivateIpAddress")]
-        entries = {
-            "device-number": str(eni.get("Attachment", {}).get("DeviceIndex", 0)),
-            "interface-id": eni.get("NetworkInterfaceId", ""),
-            "local-hostname": eni.get("PrivateDnsName") or private_dns,
-            "local-ipv4s": "\n".join(privates) or eni.get("PrivateIpAddress") or private_ip,
-            "mac": emac,
-            "owner-id": eni.get("OwnerId") or account,
-            "security-group-ids": "\n".join(g["GroupId"] for g in eni.get("Groups") or [] if g.get("GroupId")),
-            "security-groups": "\n".join(_group_names(eni.get("Groups") or [])),
-            "subnet-id": eni.get("SubnetId") or instance.get("SubnetId") or "",
-            "vpc-id": eni.get("VpcId") or instance.get("VpcId") or "",
-        }
-        if eni_public_ip:
-            entries["public-ipv4s"] = eni_public_ip
-            entries[f"ipv4-associations/{eni_public_ip}"] = eni.get("PrivateIpAddress") or private_ip
-        if eni_public_dns:
-            entries["public-hostname"] = eni_public_dns
-        md.update({base + k: v for k, v in entries.items() if v})
-
-    if options.get("InstanceMetadataTags") == "enabled":
-        for tag in instance.get("Tags") or []:
-            if "/" not in tag["Key"]:
-                md[f"tags/instance/{tag['Key']}"] = tag.get("Value", "")
-
-    document = {
-        "accountId": account,
-        "architecture": instance.get("Architecture", "x86_64"),
-        "availabilityZone": az,
-        "billingProducts": None,
-        "devpayProductCodes": None,
-        "marketplaceProductCodes": None,
-        "imageId": instance.get("ImageId", ""),
-        "instanceId": iid,
-        "instanceType": instance.get("InstanceType", ""),
-        "kernelId": instance.get("KernelId"),
-        "pendingTime": _iso(instance.get("LaunchTime")),
-        "privateIp": private_ip or None,
-        "ramdiskId": instance.get("RamdiskId"),
-        "region": region,
-        "version": "2017-09-30",
-    }
-    tree = {f"meta-data/{k}": v for k, v in md.items()}
-    tree["dynamic/instance-identity/document"] = json.dumps(document, indent=2)
-    if user_data is not None:
-        tree["user-data"] = user_data.decode("utf-8", errors="replace") if isinstance(user_data, bytes) else user_data
-    return tree
-
-
-def lookup(tree: Mapping[str, str], path: str) -> str | None:
-    """Return the body for ``path`` (relative to ``/latest/``) in ``tree``, or None for 404.
-
-    A leaf answers its value; a directory (with or without its trailing slash) answers
-    its listing: an explicit ``dir/`` key if present, otherwise its children one per
-    line, subdirectories with a trailing ``/``. The ``/latest/`` listing itself has no
-    slashes (``dynamic``, ``meta-data``, ``user-data``), as on EC2.
-    """
-    rel = path.strip("/")
-    if rel and rel in tree and not path.endswith("/"):
-        return tree[rel]
-    prefix = rel + "/" if rel else ""
-    if prefix and prefix in tree:
-        return tree[prefix]
-    children: dict[str, bool] = {}
-    for key in tree:
-        if key.startswith(prefix) and len(key) > len(prefix):
-            head, sep, _ = key[len(prefix) :].partition("/")
-            children[head] = children.get(head, False) or bool(sep)
-    if not children:
-        return tree.get(rel) if rel else None
-    if not rel:
-        return "\n".join(sorted(children))
-    return "\n".join(sorted(f"{name}/" if sub else name for name, sub in children.items()))
-
-
-@dataclass(frozen=True)
-class InstanceView:
-    """What the metadata service knows about one instance: its tree and its metadata options.
-
-    Attributes:
-        tree: paths below ``/latest/`` to bodies (see :func:`metadata_tree`).
-        http_tokens: ``"optional"`` (IMDSv1 allowed) or ``"required"`` (tokens only).
-        hop_limit: IP TTL of the token PUT's answer (``HttpPutResponseHopLimit``).
-        enabled: False when ``HttpEndpoint`` is ``disabled``: every request gets 403.
-    """
-
-    tree: Mapping[str, str]
-    http_tokens: str = "optional"
-    hop_limit: int = 1
-    enabled: bool = True
-
-    @property
-    def instance_id(self) -> str:
-        """The instance this view describes (tokens are bound to it)."""
-        return self.tree.get("meta-data/instance-id", "")
-
-
-def instance_view(
-    instance: Mapping[str, Any],
-    public_key: str | None,
-    region: str,
-    **tree_options: Any,
-) -> InstanceView:
-    """Build the :class:`InstanceView` of a ``describe_instances`` Instance, honouring its ``MetadataOptions``.
-
-    ``tree_options`` go to :func:`metadata_tree` (``reservation_id``, ``user_data``, ``account_id``).
-    """
-    options = instance.get("MetadataOptions") or {}
-    return InstanceView(
-        tree=metadata_tree(instance, public_key, region, **tree_options),
-        http_tokens=options.get("HttpTokens") or "optional",
-        hop_limit=int(options.get("HttpPutResponseHopLimit") or 1),
-        enabled=(options.get("HttpEndpoint") or "enabled") == "enabled",
-    )
-
-
 Resolver = Callable[[str], "InstanceView | None"]
 
 
-# --- the server ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Answer:
     """The server's decision for one request: status, body, extra headers, and the IP TTL to send with."""

@@ -23,9 +23,8 @@ def os_image(docker_client: Any) -> str:
     """Tag of the sim's OS image (the stand-in for a cloud image), built once if missing."""
     from provision.profiles import get_profile
     from sim import images
-    from sim.lifecycle import default_profile
 
-    profile = get_profile(os.environ.get("COA_TEST_PROFILE") or default_profile(docker_client, print))
+    profile = get_profile(os.environ.get("COA_TEST_PROFILE") or images.default_profile(docker_client, print))
     return images.os_image(docker_client, profile, print)
 
 
@@ -34,7 +33,7 @@ def systemd_container(docker_client: Any, os_image: str) -> Iterator[Any]:
     """A throwaway container of the OS image running systemd (sshd included), removed after."""
     from testcontainers.core.container import DockerContainer
 
-    from sim.lifecycle import RUN_OPTIONS
+    from sim.container import RUN_OPTIONS
 
     opts = {k: v for k, v in RUN_OPTIONS.items() if k != "tmpfs"}
     container = DockerContainer(os_image).with_kwargs(labels={"ceph-openstack-ami.test": "1"}, **opts)
@@ -42,7 +41,7 @@ def systemd_container(docker_client: Any, os_image: str) -> Iterator[Any]:
         container = container.with_tmpfs_mount(path)
     with container as c:
         from provision.target.docker import DockerTarget
-        from sim.lifecycle import wait_for_systemd
+        from sim.instance import wait_for_systemd
 
         wrapped = c.get_wrapped_container()
         wait_for_systemd(DockerTarget(wrapped.name, client=docker_client), timeout=120)

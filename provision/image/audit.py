@@ -29,11 +29,13 @@ What is not scanned, and why:
 
 Nothing else is allowed by default: every cephx keyring (``/etc/ceph/*.keyring``, the
 monitor's, manager's and OSDs' under ``/var/lib/ceph``) is reported as ``cephx-keyring``.
-An image whose first boot rotates them (``provision.ceph_boot.rotate_keys``) is audited
+An image whose first boot rotates them (``provision.ceph.boot.rotate_keys``) is audited
 with ``allow=CLUSTER_KEYRINGS`` (or the caller's own ``KIND:GLOB`` entries), and the
 allowed findings stay visible in the report.
 
-Needs GNU find, grep, xargs and stat on the target (Debian and Ubuntu have them).
+The kinds, globs and content patterns are in :mod:`provision.image.patterns`, the
+script pieces shared with the scrub in :mod:`provision.image.script`. Needs GNU find,
+grep, xargs and stat on the target (Debian and Ubuntu have them).
 """
 
 from __future__ import annotations
@@ -48,46 +50,34 @@ from typing import Iterable, Sequence
 from ..exceptions import AuditFailed
 from ..settings import Settings
 from ..target import Target, command_line
-
-#: Every kind of finding, in report order.
-KINDS = (
-    "private-key",
-    "ssh-host-key",
-    "authorized-keys",
-    "shell-history",
-    "cephx-keyring",
-    "openstack-password",
-    "aws-credentials",
-    "machine-id",
-    "build-secret",
-    "world-readable-secret",
-    "unreadable",
+from .patterns import (
+    AKIA_ERE,
+    AKIA_PCRE,
+    AWS_SECRET_ERE,
+    AWS_SECRET_PCRE,
+    BUILD_SECRETS,
+    CEPHX_ERE,
+    CLOUDS_ERE,
+    CONTENT_PRUNED,
+    CONTENT_SECTIONS,
+    DASHBOARD_DIRS,
+    DJANGO_KEY_ERE,
+    KINDS,
+    MAX_SCAN_BYTES,
+    OPENRC_ERE,
+    OS_OPTION_ERE,
+    OS_URL_ERE,
+    PRIVATE_KEY_ERE,
+    PRIVATE_KEY_PCRE,
+    SECRET_DIRS,
+    SECRET_KINDS,
+    SERVICE_CONF_DIRS,
+    build_secrets,
+    name_kind,
 )
+from .script import names_command, off_root, on_root, prune_expr, section_marker, split_sections
 
-#: Under the state directory: the project's own secrets (``openstack/secrets.json`` is
-#: where provision.openstack keeps the OpenStack passwords; made anew when missing).
-STATE_SECRETS: tuple[str, ...] = ("secrets/*", "openstack/secrets*.json")
-
-#: Per-build secrets: the scrub removes them and the audit reports them (kind
-#: ``build-secret`` when no more specific kind applies). First-boot units regenerate
-#: them per instance. Globs as for ``find -path`` and :func:`fnmatch.fnmatch` (``*``
-#: also matches ``/``). Keystone's fernet and credential keys sign and encrypt tokens:
-#: shared by every instance of a public image, anyone could forge tokens for all of them.
-#: Libvirt's ``*.base64`` secret values are the cephx key of the volumes client.
-#: Not here: cephx keyrings. ``provision.ceph_boot.rotate_keys`` rotates them at first
-#: boot and needs the image's keyrings (client.admin's above all) to do it; the audit
-#: reports them as ``cephx-keyring`` and :data:`CLUSTER_KEYRINGS` allows them explicitly.
-BUILD_SECRETS: tuple[str, ...] = (
-    "/root/openrc",
-    *(posixpath.join("/var/lib/ceph-openstack-ami", g) for g in STATE_SECRETS),
-    "/etc/keystone/fernet-keys/*",
-    "/etc/keystone/credential-keys/*",
-    "/etc/libvirt/secrets/*.base64",
-    # The dashboard package's own Django key store (made on first use; ours is per instance).
-    "/var/lib/openstack-dashboard/secret-key/*",
-)
-
-#: Allow-list entries for the keyrings ``provision.ceph_boot.rotate_keys`` gives new keys
+#: Allow-list entries for the keyrings ``provision.ceph.boot.rotate_keys`` gives new keys
 #: once per instance (``mon.``, the manager, the OSDs, the clients, ``client.admin``). Pass
 #: as ``allow=`` only for an image whose first boot runs that rotation. Only the kind
 #: ``cephx-keyring`` is allowed: such a keyring readable by everyone is still reported.
@@ -98,80 +88,8 @@ CLUSTER_KEYRINGS: tuple[str, ...] = (
     "cephx-keyring:/etc/ceph/*.client.*.keyring",
 )
 
-#: Virtual file systems: never scanned.
-PRUNED: tuple[str, ...] = ("/proc", "/sys", "/dev", "/run")
-#: Also skipped by the private-key scan: published, signed, read-only snap images.
-CONTENT_PRUNED: tuple[str, ...] = PRUNED + ("/snap",)
-#: Where configuration and state live: scanned for cephx keys, AWS keys and openrc files.
-SECRET_DIRS: tuple[str, ...] = ("/etc", "/root", "/home", "/var/lib", "/opt", "/srv", "/tmp", "/var/tmp")
-#: The OpenStack services' configuration directories (their ``*.conf`` are scanned for passwords).
-SERVICE_CONF_DIRS: tuple[str, ...] = tuple(
-    f"/etc/{s}" for s in ("keystone", "glance", "cinder", "nova", "neutron", "placement")
-)
-#: The dashboard's settings (Python files) are scanned for a Django ``SECRET_KEY`` literal.
-DASHBOARD_DIRS: tuple[str, ...] = ("/etc/openstack-dashboard",)
-#: Shell and REPL history files, by name, of any user.
-HISTORY_FILES: tuple[str, ...] = (
-    ".bash_history",
-    ".zsh_history",
-    ".sh_history",
-    ".ash_history",
-    ".python_history",
-    ".lesshst",
-    ".viminfo",
-    ".mysql_history",
-    ".psql_history",
-    ".sqlite_history",
-)
-AUTHORIZED_KEYS_FILES: tuple[str, ...] = ("authorized_keys", "authorized_keys2")
-#: Content scans skip files this large or larger.
-MAX_SCAN_BYTES = 8 * 1024 * 1024
-
-#: Kinds whose files hold a secret: such a file readable by every user is also reported.
-SECRET_KINDS = frozenset({"private-key", "ssh-host-key", "cephx-keyring", "openstack-password", "aws-credentials", "build-secret"})
-
-# --- the patterns (never print what they match) -------------------------------------
-_NL = r"(?:\\r)?(?:\\n|\r?\n)"  # a real newline, or an escaped one (a key inside JSON)
-#: A PEM or OpenSSH private key: the header, optional RFC 1421 headers, then base64.
-PRIVATE_KEY_PCRE = (
-    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[ \t]*" + _NL
-    + r'(?:[ \t"]*[A-Za-z-]+:[^\n\\]*' + _NL + r")*"
-    + r'(?:[ \t"]*' + _NL + r")?"
-    + r'[ \t"]*[A-Za-z0-9+/=]{32,}'
-)
-#: Without ``grep -P``: the header alone, at the end of a line or before an escaped newline.
-PRIVATE_KEY_ERE = r"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----[[:space:]]*($|\\n|\\r)"
-CEPHX_ERE = r"^[[:space:]]*key[[:space:]]*=[[:space:]]*AQ[A-Za-z0-9+/]{20,}"
-#: ``password = x``, ``admin_password = x``, ``memcache_secret_key = x``, ...
-OS_OPTION_ERE = r"^[[:space:]]*[A-Za-z0-9_]*(password|secret_key|shared_secret)[[:space:]]*=[[:space:]]*[^[:space:]]"
-#: ``SECRET_KEY = 'x...'``: a Django key given as a literal (an empty ``''`` is not one).
-DJANGO_KEY_ERE = r"""^[[:space:]]*SECRET_KEY[[:space:]]*=[[:space:]]*['"][^'"]"""
-#: ``connection = mysql+pymysql://user:PASS@host``, ``transport_url = rabbit://user:PASS@host``.
-OS_URL_ERE = r"^[[:space:]]*[^#;[:space:]][^=]*=.*://[^/:@[:space:]]*:[^/@[:space:]]+@"
-OPENRC_ERE = r"""^[[:space:]]*(export[[:space:]]+)?OS_PASSWORD=("[^"]+"|'[^']+'|[^[:space:]"'])"""
-CLOUDS_ERE = r"^[[:space:]]*password:[[:space:]]*[^[:space:]]"
-AKIA_PCRE = r"(?<![A-Za-z0-9])(?:AKIA|ASIA)(?![A-Z0-9]*EXAMPLE)[A-Z0-9]{16}(?![A-Za-z0-9])"
-AKIA_ERE = r"(^|[^A-Za-z0-9])(AKIA|ASIA)[A-Z0-9]{16}([^A-Za-z0-9]|$)"
-AWS_SECRET_PCRE = (
-    r"""(?i:aws_secret_access_key)["']?\s*[=:]\s*["']?(?![A-Za-z0-9/+]*EXAMPLE)[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])"""
-)
-AWS_SECRET_ERE = r"""aws_secret_access_key["']?[[:space:]]*[=:][[:space:]]*["']?[A-Za-z0-9/+]{40}"""
-
-#: Content sections of the scan: kind, and the detail said about a match.
-CONTENT_SECTIONS: dict[str, tuple[str, str]] = {
-    "private-key": ("private-key", "PEM/OpenSSH private key"),
-    "cephx": ("cephx-keyring", "cephx secret (key = AQ...)"),
-    "os-option": ("openstack-password", "password option with a value"),
-    "os-url": ("openstack-password", "URL with a user:password@"),
-    "openrc": ("openstack-password", "OS_PASSWORD with a value"),
-    "clouds": ("openstack-password", "password: in a clouds.yaml"),
-    "django-key": ("openstack-password", "Django SECRET_KEY with a value"),
-    "aws-key-id": ("aws-credentials", "AWS access key id (AKIA...)"),
-    "aws-secret": ("aws-credentials", "aws_secret_access_key with a value"),
-}
-_MARK = "@@"
+#: ``stat`` format of a content match: ``MODE\\tSIZE\\tPATH\\0`` (mode in octal).
 _STAT = "%a\\t%s\\t%n\\0"
-_PRINTF = "%m\\t%s\\t%p\\0"
 
 
 @dataclass(frozen=True, order=True)
@@ -240,36 +158,6 @@ def require_clean(report: AuditReport) -> AuditReport:
 
 
 # --- pure parts: paths, globs, script, parser ----------------------------------------
-def build_secrets(settings: Settings | None = None) -> tuple[str, ...]:
-    """The globs of per-build secrets: :data:`BUILD_SECRETS`, and the same under this state dir."""
-    globs = list(BUILD_SECRETS)
-    if settings is not None:
-        globs += [posixpath.join(settings.state_dir, g) for g in STATE_SECRETS]
-    return tuple(dict.fromkeys(globs))
-
-
-def name_kind(path: str, secrets: Sequence[str] = BUILD_SECRETS) -> str | None:
-    """The kind of a file that is a secret by its path alone, or None.
-
-    Args:
-        path: the path as on the image (without the audit's root prefix).
-        secrets: the per-build secret globs.
-    """
-    base = posixpath.basename(path)
-    if path.startswith("/etc/ssh/ssh_host_"):
-        return "ssh-host-key"
-    if base in AUTHORIZED_KEYS_FILES:
-        return "authorized-keys"
-    if base in HISTORY_FILES:
-        return "shell-history"
-    if path.endswith("/.aws/credentials"):
-        return "aws-credentials"
-    if path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
-        return "machine-id"
-    if any(fnmatch.fnmatchcase(path, g) for g in secrets):
-        return "build-secret"
-    return None
-
 
 def _name_detail(kind: str, path: str, size: int) -> str | None:
     """What a by-name file is reported as, or None when it is harmless (empty)."""
@@ -302,47 +190,6 @@ def allow_match(finding: Finding, allow: Iterable[str]) -> str | None:
     return None
 
 
-def on_root(root: str, path: str) -> str:
-    """``path`` of the image as seen on the target: under ``root`` (``/`` adds nothing)."""
-    base = root.rstrip("/")
-    return base + path if base else path
-
-
-def off_root(root: str, path: str) -> str:
-    """The inverse of :func:`on_root`: a target path as the image's path."""
-    base = root.rstrip("/")
-    if base and (path == base or path.startswith(base + "/")):
-        return path[len(base):] or "/"
-    return path
-
-
-def _prune(root: str, dirs: Sequence[str]) -> list[str]:
-    expr: list[str] = ["("]
-    for i, d in enumerate(dirs):
-        expr += (["-o"] if i else []) + ["-path", on_root(root, d)]
-    return expr + [")", "-prune", "-o"]
-
-
-def _any_of(tests: Sequence[tuple[str, str]]) -> list[str]:
-    expr: list[str] = ["("]
-    for i, (test, arg) in enumerate(tests):
-        expr += (["-o"] if i else []) + [test, arg]
-    return expr + [")"]
-
-
-def names_command(root: str = "/", secrets: Sequence[str] = BUILD_SECRETS) -> str:
-    """The ``find`` that lists files which are secrets by name: ``MODE\\tSIZE\\tPATH\\0`` records."""
-    start = root if root.rstrip("/") else "/"
-    tests: list[tuple[str, str]] = [("-name", n) for n in AUTHORIZED_KEYS_FILES + HISTORY_FILES]
-    tests += [
-        ("-path", on_root(root, "/etc/ssh/ssh_host_*")),
-        ("-path", "*/.aws/credentials"),
-        ("-path", on_root(root, "/etc/machine-id")),
-        ("-path", on_root(root, "/var/lib/dbus/machine-id")),
-    ]
-    tests += [("-path", on_root(root, g)) for g in secrets]
-    return command_line(["find", start, *_prune(root, PRUNED), "-type", "f", *_any_of(tests), "-printf", _PRINTF])
-
 
 def _grep_files(find_args: list[str], grep_args: list[str]) -> str:
     """``find ... -print0 | xargs -0 grep -l ... | xargs -0 stat``: MODE\\tSIZE\\tPATH\\0 of matching files."""
@@ -354,10 +201,6 @@ def _grep_files(find_args: list[str], grep_args: list[str]) -> str:
         ]
     )
 
-
-def section_marker(name: str) -> str:
-    """The command that starts a section of a scan's output (``@@NAME\\0``); see :func:`split_sections`."""
-    return command_line(["printf", "%s\\0", _MARK + name])
 
 
 def _either(pcre_cmd: str, ere_cmd: str) -> str:
@@ -378,7 +221,7 @@ def scan_command(root: str = "/", secrets: Sequence[str] = BUILD_SECRETS, max_by
     secret_dirs = [on_root(root, d) for d in SECRET_DIRS]
     conf_dirs = [on_root(root, d) for d in SERVICE_CONF_DIRS]
 
-    pk_find = command_line(["find", start, *_prune(root, CONTENT_PRUNED), *small, "-print0"])
+    pk_find = command_line(["find", start, *prune_expr(root, CONTENT_PRUNED), *small, "-print0"])
     pk_prefilter = command_line(["xargs", "-0", "-r", "grep", "-lIZ", "-F", "-e", "PRIVATE KEY-----", "--"])
     stat = command_line(["xargs", "-0", "-r", "stat", f"--printf={_STAT}", "--"])
     pk_pcre = command_line(["xargs", "-0", "-r", "grep", "-lZ", "-z", "-P", "-e", PRIVATE_KEY_PCRE, "--"])
@@ -437,17 +280,6 @@ class ScanOutput:
     machine_id_uninitialized: bool = False
     complete: bool = False
 
-
-def split_sections(stdout: str) -> dict[str, list[str]]:
-    """Split NUL-separated output into ``{section: [tokens]}`` at ``@@NAME`` markers."""
-    sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for token in stdout.split("\0"):
-        if token.startswith(_MARK) and "/" not in token:
-            current = sections.setdefault(token[len(_MARK):], [])
-        elif current is not None and token != "":
-            current.append(token)
-    return sections
 
 
 def parse_scan(stdout: str, root: str = "/") -> ScanOutput:

@@ -6,16 +6,12 @@ the simulation's builder alike.
 
 from __future__ import annotations
 
-from typing import Callable
-
-from .audit import CLUSTER_KEYRINGS, AuditReport, audit, require_clean
 from ..host import provision
-from .scrub import ScrubStep, ServicePasswordsStep
 from ..settings import Settings
-from ..steps import run_steps
+from ..steps import Log, run_steps
 from ..target import Target
-
-Log = Callable[[str], None]
+from .audit import CLUSTER_KEYRINGS, AuditReport, audit, require_clean
+from .scrub import ScrubStep, ServicePasswordsStep
 
 #: What the gate allows: the cluster's own keyrings, which every instance's first boot
 #: replaces (coa-ceph-keys rotates every cephx key, mon. included) before anything uses them.

@@ -2,9 +2,10 @@
 
 The last step before imaging. It removes the SSH host keys, every ``authorized_keys``
 (the build key included), shell histories, the per-build secrets of
-:data:`provision.audit.BUILD_SECRETS`, the builder's logs and journal, temporary files and
+:data:`provision.image.patterns.BUILD_SECRETS`, the builder's logs and journal, temporary files and
 package caches; empties ``/etc/machine-id``; cleans cloud-init's instance state; locks
-root's password; and makes sshd refuse passwords and root passwords.
+root's password; and makes sshd refuse passwords and root passwords (the policy is
+:mod:`provision.image.sshd`).
 
 How it is done: :func:`observe` runs one script on the target and parses what it prints
 (paths, sizes, sshd's configuration; never a secret); :func:`plan` turns that into
@@ -20,12 +21,12 @@ What it deliberately leaves:
   removed), ``/var/lib/apt/lists/{lock,partial}``, and the ``/tmp`` entries of running
   services (``systemd-private-*``, X11 sockets: they belong to live units).
 * cephx keyrings (``/etc/ceph/*.keyring``, the daemons' under ``/var/lib/ceph``): the
-  first boot's ``provision.ceph_boot.rotate_keys`` needs them (client.admin's above all)
+  first boot's ``provision.ceph.boot.rotate_keys`` needs them (client.admin's above all)
   to give every key a new value. The audit reports them; the build allows them with
-  :data:`provision.audit.CLUSTER_KEYRINGS` once that rotation is in the image.
+  :data:`provision.image.audit.CLUSTER_KEYRINGS` once that rotation is in the image.
 * Secrets it cannot know are build leftovers: a private key elsewhere, ``~/.aws/credentials``,
   passwords in the OpenStack services' configuration files. Deleting those silently would
-  hide a provisioning bug (and break services); the audit (:mod:`provision.audit`)
+  hide a provisioning bug (and break services); the audit (:mod:`provision.image.audit`)
   reports them instead.
 
 After the scrub, new SSH connections to the builder fail (no host keys, no authorized
@@ -37,57 +38,26 @@ none of the builder's log entries and a second run finds nothing new to truncate
 
 from __future__ import annotations
 
-import fnmatch
-import posixpath
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .audit import (
-    BUILD_SECRETS,
-    build_secrets,
-    name_kind,
-    names_command,
-    off_root,
-    on_root,
-    section_marker,
-    split_sections,
-)
 from ..exceptions import ProvisionError
 from ..settings import Settings
 from ..steps import StepResult
 from ..target import Target, command_line
-
-__all__ = [
-    "BUILD_SECRETS",
-    "SSHD_DROPIN",
-    "Action",
-    "Observed",
-    "ScrubStep",
-    "observe",
-    "plan",
-    "render_sshd_dropin",
-    "scrub",
-    "sshd_config_changes",
-]
-
-SSHD_MAIN = "/etc/ssh/sshd_config"
-SSHD_DIR = "/etc/ssh/sshd_config.d"
-SSHD_DROPIN = f"{SSHD_DIR}/50-ceph-openstack-ami.conf"
-#: What a public image's sshd must say, and the values that are at least as strict.
-SSHD_POLICY: dict[str, tuple[str, frozenset[str]]] = {
-    "permitrootlogin": ("prohibit-password", frozenset({"no", "prohibit-password", "without-password", "forced-commands-only"})),
-    "passwordauthentication": ("no", frozenset({"no"})),
-    "kbdinteractiveauthentication": ("no", frozenset({"no"})),
-    "challengeresponseauthentication": ("no", frozenset({"no"})),
-}
-_SSHD_SPELLING = {
-    "permitrootlogin": "PermitRootLogin",
-    "passwordauthentication": "PasswordAuthentication",
-    "kbdinteractiveauthentication": "KbdInteractiveAuthentication",
-}
-NEUTRALISED = "# disabled by ceph-openstack-ami (public image, see 50-ceph-openstack-ami.conf):"
+from .patterns import (
+    BUILD_SECRETS,
+    DJANGO_KEY_RE,
+    PASSWORD_OPTION_RE,
+    SERVICE_CONF_GLOBS,
+    URL_PASSWORD_RE,
+    build_secrets,
+    name_kind,
+)
+from .script import names_command, off_root, on_root, section_marker, split_sections
+from .sshd import SSHD_DIR, SSHD_DROPIN, SSHD_MAIN, check_sshd, sshd_config_changes
 
 JOURNAL_DIR = "/var/log/journal"
 LOG_DIR = "/var/log"
@@ -100,7 +70,7 @@ APT_LISTS_KEEP = ("lock", "partial", "auxfiles")
 _ROTATED = re.compile(r"(\.(gz|xz|bz2|zst|lz4|old)|\.[0-9]+)$")
 #: Syslog daemons that append to /var/log: stopped (until the next boot) before it is truncated.
 SYSLOG_UNITS = ("syslog.socket", "rsyslog.service", "syslog-ng.service")
-#: By-name kinds (see :func:`provision.audit.name_kind`) the scrub removes.
+#: By-name kinds (see :func:`provision.image.patterns.name_kind`) the scrub removes.
 REMOVED_KINDS = ("build-secret", "shell-history", "authorized-keys", "ssh-host-key")
 
 
@@ -135,106 +105,6 @@ class Observed:
     sshd_files: dict[str, str] = field(default_factory=dict)
     sshd: bool = False
     syslog: list[str] = field(default_factory=list)
-
-
-# --- pure: sshd configuration ----------------------------------------------------------
-def render_sshd_dropin() -> str:
-    """The drop-in that makes sshd refuse passwords and root passwords."""
-    lines = [
-        "# Written by ceph-openstack-ami (provision.scrub): an image that is public allows no",
-        "# password logins, and root logs in with a key only. sshd keeps the first value it",
-        "# reads and sshd_config includes this directory first, so these settings win.",
-    ]
-    lines += [f"{_SSHD_SPELLING[k]} {SSHD_POLICY[k][0]}" for k in _SSHD_SPELLING]
-    return "\n".join(lines) + "\n"
-
-
-_OPTION = re.compile(r"^\s*([A-Za-z]+)(?:\s*=\s*|\s+)(.*?)\s*$")
-
-
-def _option(line: str) -> tuple[str, str] | None:
-    """``(keyword lower-cased, first value unquoted)`` of a config line, or None for comments/blanks."""
-    if line.lstrip().startswith("#"):
-        return None
-    m = _OPTION.match(line)
-    if not m:
-        return None
-    value = m.group(2).split()[0] if m.group(2).split() else ""
-    return m.group(1).lower(), value.strip("\"'")
-
-
-def neutralise(text: str) -> str:
-    """Comment out every setting weaker than :data:`SSHD_POLICY` (Match blocks included)."""
-    out = []
-    for line in text.splitlines(keepends=True):
-        opt = _option(line)
-        if opt and opt[0] in SSHD_POLICY and opt[1].lower() not in SSHD_POLICY[opt[0]][1]:
-            out.append(f"{NEUTRALISED} {line.lstrip()}")
-        else:
-            out.append(line)
-    return "".join(out)
-
-
-def includes_dropin(main: str) -> bool:
-    """True when ``main`` includes :data:`SSHD_DROPIN` before any ``Match`` block."""
-    for line in main.splitlines():
-        opt = _option(line)
-        if opt is None:
-            continue
-        if opt[0] == "match":
-            return False
-        if opt[0] == "include":
-            for pattern in line.split()[1:]:
-                pattern = pattern.strip("\"'")
-                full = pattern if pattern.startswith("/") else posixpath.join("/etc/ssh", pattern)
-                if fnmatch.fnmatchcase(SSHD_DROPIN, full):
-                    return True
-    return False
-
-
-def sshd_config_changes(files: dict[str, str]) -> dict[str, str]:
-    """The sshd configuration files to (re)write, as ``{path: new text}`` (pure).
-
-    Args:
-        files: the current text of ``/etc/ssh/sshd_config`` and of each drop-in.
-
-    Returns:
-        Nothing when sshd is not installed (no main config). Otherwise our drop-in when it
-        differs, each other file with a weaker setting commented out, and the main config
-        with an ``Include`` of ``sshd_config.d`` prepended when it has none that counts.
-    """
-    if SSHD_MAIN not in files:
-        return {}
-    changes: dict[str, str] = {}
-    want = render_sshd_dropin()
-    if files.get(SSHD_DROPIN) != want:
-        changes[SSHD_DROPIN] = want
-    for path, text in files.items():
-        if path == SSHD_DROPIN:
-            continue
-        new = neutralise(text)
-        if path == SSHD_MAIN and not includes_dropin(new):
-            has_include = any((_option(l) or ("",))[0] == "include" for l in new.splitlines())
-            target = SSHD_DROPIN if has_include else f"{SSHD_DIR}/*.conf"
-            new = f"# Added by ceph-openstack-ami (provision.scrub): the drop-ins' settings win.\nInclude {target}\n\n" + new
-        if new != text:
-            changes[path] = new
-    return changes
-
-
-def sshd_problems(effective: str) -> list[str]:
-    """What ``sshd -T`` output still allows that the policy forbids (pure); empty when compliant."""
-    seen: dict[str, str] = {}
-    for line in effective.splitlines():
-        parts = line.split()
-        if len(parts) >= 2:
-            seen.setdefault(parts[0].lower(), parts[1].lower())
-    problems = []
-    for key in ("permitrootlogin", "passwordauthentication", "kbdinteractiveauthentication"):
-        value = seen.get(key)
-        if value is not None and value not in SSHD_POLICY[key][1]:
-            problems.append(f"{_SSHD_SPELLING[key]} {value}")
-    return problems
 
 
 def password_locked(status: str | None) -> bool:
@@ -337,7 +207,7 @@ def parse_observation(stdout: str, root: str = "/", secrets: Sequence[str] = BUI
     pw = sections.get("root-password")
     obs.root_password = pw[0].strip() if pw and pw[0].strip() else None
     files = sections.get("sshd-files", [])
-    for name, content in zip(files[::2], files[1::2]):
+    for name, content in zip(files[::2], files[1::2], strict=False):
         obs.sshd_files[s(name[1:])] = content[1:]
     obs.cloud_init = "installed" in sections.get("cloud-init", [])
     obs.cloud_init_state = "state" in sections.get("cloud-init", [])
@@ -443,34 +313,6 @@ def _write(target: Target, root: str, action: Action) -> None:
     target.put(real, action.content, mode=mode, owner=owner, group=group)
 
 
-def check_sshd(target: Target) -> None:
-    """Check with ``sshd -T`` that sshd refuses passwords and root passwords.
-
-    ``sshd -T`` needs a host key: a throwaway one is made in a temporary directory and
-    removed again.
-
-    Raises:
-        ProvisionError: sshd still allows what the policy forbids, or cannot say.
-    """
-    script = (
-        "[ -d /run/sshd ] || mkdir -p -m 0755 /run/sshd; d=$(mktemp -d) || exit 1; "
-        'ssh-keygen -q -t ed25519 -N "" -f "$d/k" >/dev/null && sshd -T -h "$d/k"; rc=$?; rm -rf "$d"; exit $rc'
-    )
-    result = target.run(script, check=False)
-    if not result.ok:
-        raise ProvisionError(
-            f"sshd on {target.name} cannot check its configuration (exit {result.exit_code}): "
-            + (result.stderr.strip().splitlines() or ["no output"])[-1],
-            hint=f"fix the error above in {SSHD_MAIN} or {SSHD_DIR}",
-        )
-    problems = sshd_problems(result.stdout)
-    if problems:
-        raise ProvisionError(
-            f"After the scrub, sshd on {target.name} still has {', '.join(problems)}",
-            hint="look for these settings in Match blocks or in files included from outside sshd_config.d",
-        )
-
-
 def scrub(target: Target, settings: Settings | None = None, root: str = "/", dry_run: bool = False) -> StepResult:
     """Remove what must not be in a public image; idempotent (a clean host is "unchanged").
 
@@ -521,20 +363,9 @@ class ScrubStep:
 
 
 # --- the build's OpenStack passwords ------------------------------------------------------
-#: Service configuration files holding passwords; the first boot's ``coa-openstack-secrets``
-#: renders them anew with this instance's passwords before any service starts.
-SERVICE_CONF_GLOBS = (
-    *(f"/etc/{svc}/*.conf" for svc in ("keystone", "glance", "cinder", "nova", "neutron", "placement")),
-    "/etc/openstack-dashboard/local_settings.d/*.py",
-)
-_PASSWORD_OPTION = re.compile(r"^(\s*[A-Za-z0-9_]*(?:password|secret_key|shared_secret)\s*=\s*)\S.*$", re.M)
-_URL_PASSWORD = re.compile(r"^(\s*[^#;\s][^=]*=.*?://[^/:@\s]*:)[^/@\s]+(@)", re.M)
-_DJANGO_KEY = re.compile(r"""^(\s*SECRET_KEY\s*=\s*)(['"]).+$""", re.M)
-
-
 def blank_service_passwords(text: str) -> str:
     """The config text with every password option, every ``user:password@`` in a URL and a Django key emptied."""
-    return _DJANGO_KEY.sub(r"\1''", _URL_PASSWORD.sub(r"\1\2", _PASSWORD_OPTION.sub(r"\1", text)))
+    return DJANGO_KEY_RE.sub(r"\1''", URL_PASSWORD_RE.sub(r"\1\2", PASSWORD_OPTION_RE.sub(r"\1", text)))
 
 
 class ServicePasswordsStep:
@@ -543,6 +374,7 @@ class ServicePasswordsStep:
     name = "scrub.service-passwords"
 
     def apply(self, target: Target, settings: Settings) -> StepResult:
+        """Empty every password in the files of :data:`~provision.image.patterns.SERVICE_CONF_GLOBS`, keeping mode and owner."""
         listing = target.run("for f in " + " ".join(SERVICE_CONF_GLOBS) + '; do [ -f "$f" ] && echo "$f"; done; true').stdout
         blanked = []
         for path in listing.split():

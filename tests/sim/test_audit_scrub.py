@@ -14,7 +14,8 @@ import pytest
 
 from provision.image.audit import CLUSTER_KEYRINGS, AuditReport, audit, require_clean
 from provision.exceptions import AuditFailed
-from provision.image.scrub import SSHD_DROPIN, ScrubStep, scrub
+from provision.image.scrub import ScrubStep, scrub
+from provision.image.sshd import SSHD_DROPIN
 from provision.settings import Settings
 from provision.steps import run_steps
 from provision.target import Target

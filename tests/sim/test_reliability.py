@@ -68,7 +68,7 @@ def test_metadata_down_at_boot_uses_last_known_configuration(sim: Any) -> None:
     subprocess.run(["iptables", "-I", "INPUT", *rule], check=True)
     try:
         sim.reboot(wait=False)
-        from sim.lifecycle import wait_for_systemd
+        from sim.instance import wait_for_systemd
 
         wait_for_systemd(sim.target, timeout=600)
         journal = sim.target.run("journalctl -b -o cat --no-pager -u coa-hostname -u coa-ceph-readdress").stdout

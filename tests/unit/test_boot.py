@@ -15,7 +15,8 @@ from provision.settings import Settings
 from provision.steps import StepResult
 from provision.target.local import LocalTarget
 from provision.boot.units import render_unit
-from sim.imds import IMDSServer, InstanceView
+from sim.imds import IMDSServer
+from sim.imds_tree import InstanceView
 
 CALLS: list[str] = []
 

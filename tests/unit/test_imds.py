@@ -19,15 +19,8 @@ from moto import mock_aws
 
 from provision.exceptions import SimError
 from provision.metadata import MetadataClient
-from sim.imds import (
-    TOKEN_HEADER,
-    TTL_HEADER,
-    IMDSServer,
-    InstanceView,
-    instance_view,
-    lookup,
-    metadata_tree,
-)
+from sim.imds import TOKEN_HEADER, TTL_HEADER, IMDSServer
+from sim.imds_tree import InstanceView, instance_view, lookup, metadata_tree
 
 REGION = "us-east-1"
 NOBODY: dict[str, InstanceView] = {}  # a resolver that knows no instance

@@ -21,7 +21,8 @@ from provision.exceptions import ConfigError, MetadataError
 from provision.instance import InstanceInfo, region_from_az
 from provision.metadata import MetadataClient, main
 from provision.settings import Settings
-from sim.imds import IMDSServer, InstanceView, metadata_tree
+from sim.imds import IMDSServer
+from sim.imds_tree import InstanceView, metadata_tree
 
 INSTANCE = {
     "InstanceId": "i-0123456789abcdef0",

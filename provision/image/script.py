@@ -1,0 +1,80 @@
+"""The shell-script pieces shared by the audit's scan and the scrub's observation.
+
+Both run one script on the target that prints NUL-separated records in sections
+(``@@NAME`` markers, :func:`section_marker`, read back with :func:`split_sections`), on an
+image whose root may be a directory of the target (:func:`on_root`, :func:`off_root`),
+and both start with the ``find`` of files that are secrets by name (:func:`names_command`).
+Pure functions: they build commands and parse output; nothing here runs anything.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..target import command_line
+from .patterns import AUTHORIZED_KEYS_FILES, BUILD_SECRETS, HISTORY_FILES, PRUNED
+
+#: Starts a section of a script's output: ``@@NAME`` (a path always has a ``/``, a marker never).
+_MARK = "@@"
+#: ``find -printf`` format of a by-name record: ``MODE\\tSIZE\\tPATH\\0`` (mode in octal).
+_PRINTF = "%m\\t%s\\t%p\\0"
+
+
+def on_root(root: str, path: str) -> str:
+    """``path`` of the image as seen on the target: under ``root`` (``/`` adds nothing)."""
+    base = root.rstrip("/")
+    return base + path if base else path
+
+
+def off_root(root: str, path: str) -> str:
+    """The inverse of :func:`on_root`: a target path as the image's path."""
+    base = root.rstrip("/")
+    if base and (path == base or path.startswith(base + "/")):
+        return path[len(base):] or "/"
+    return path
+
+
+def prune_expr(root: str, dirs: Sequence[str]) -> list[str]:
+    """``find`` arguments that skip ``dirs`` of the image (``( -path D -o ... ) -prune -o``)."""
+    expr: list[str] = ["("]
+    for i, d in enumerate(dirs):
+        expr += (["-o"] if i else []) + ["-path", on_root(root, d)]
+    return expr + [")", "-prune", "-o"]
+
+
+def _any_of(tests: Sequence[tuple[str, str]]) -> list[str]:
+    expr: list[str] = ["("]
+    for i, (test, arg) in enumerate(tests):
+        expr += (["-o"] if i else []) + [test, arg]
+    return expr + [")"]
+
+
+def names_command(root: str = "/", secrets: Sequence[str] = BUILD_SECRETS) -> str:
+    """The ``find`` that lists files which are secrets by name: ``MODE\\tSIZE\\tPATH\\0`` records."""
+    start = root if root.rstrip("/") else "/"
+    tests: list[tuple[str, str]] = [("-name", n) for n in AUTHORIZED_KEYS_FILES + HISTORY_FILES]
+    tests += [
+        ("-path", on_root(root, "/etc/ssh/ssh_host_*")),
+        ("-path", "*/.aws/credentials"),
+        ("-path", on_root(root, "/etc/machine-id")),
+        ("-path", on_root(root, "/var/lib/dbus/machine-id")),
+    ]
+    tests += [("-path", on_root(root, g)) for g in secrets]
+    return command_line(["find", start, *prune_expr(root, PRUNED), "-type", "f", *_any_of(tests), "-printf", _PRINTF])
+
+
+def section_marker(name: str) -> str:
+    """The command that starts a section of a scan's output (``@@NAME\\0``); see :func:`split_sections`."""
+    return command_line(["printf", "%s\\0", _MARK + name])
+
+
+def split_sections(stdout: str) -> dict[str, list[str]]:
+    """Split NUL-separated output into ``{section: [tokens]}`` at ``@@NAME`` markers."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for token in stdout.split("\0"):
+        if token.startswith(_MARK) and "/" not in token:
+            current = sections.setdefault(token[len(_MARK):], [])
+        elif current is not None and token != "":
+            current.append(token)
+    return sections
