@@ -212,7 +212,8 @@ def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_err
 @friendly
 def audit(c, target=None, key=None, allow=None, cluster_keyrings=False):
     """Scan a host for anything that must not be in a public image; non-zero exit with a report."""
-    from provision.image.audit import CLUSTER_KEYRINGS, audit as run_audit, require_clean
+    from provision.image.audit import CLUSTER_KEYRINGS, require_clean
+    from provision.image.audit import audit as run_audit
     from provision.target import from_spec
 
     if not target:
