@@ -10,6 +10,7 @@ from typing import Callable
 from .boot.jobs import jobs
 from .ceph import health as ceph_health
 from .exceptions import CommandFailed, ProvisionError
+from .openstack.checks import CHECKS as OPENSTACK_CHECKS
 from .openstack.dashboard import dashboard_login_url, dashboard_status
 from .paths import agent_argv
 from .settings import Settings
@@ -52,47 +53,16 @@ def check_ceph(target: Target, settings: Settings) -> Check:
     return Check("ceph", ok, detail)
 
 
-CHECKS: list[Callable[[Target, Settings], Check]] = [check_boot_jobs, check_hostname, check_ceph]
-
-
-def _openstack_check(target: Target, name: str, what: str) -> Check:
-    """Run one check of the boot agent's OpenStack client on the instance (``python3 -m provision.openstack check WHAT``)."""
-    r = target.run(agent_argv("provision.openstack", "check", what), check=False, timeout=60)
+def check_openstack(target: Target, settings: Settings) -> list[Check]:
+    """Keystone, Glance, Cinder, the boot volume, compute and the demo server, in one call of the
+    agent's OpenStack client on the instance (``python3 -m provision.openstack check``: one process, one token)."""
+    r = target.run(agent_argv("provision.openstack", "check"), check=False, timeout=60)
     try:
         data = json.loads(r.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        return Check(name, False, (r.stderr.strip().splitlines() or [f"exit {r.exit_code}"])[-1][:200])
-    return Check(name, bool(data.get("ok")), str(data.get("detail", ""))[:200])
-
-
-def check_keystone(target: Target, settings: Settings) -> Check:
-    """Keystone issues a token to this instance's admin."""
-    return _openstack_check(target, "keystone", "keystone")
-
-
-def check_glance(target: Target, settings: Settings) -> Check:
-    """Glance answers an authenticated image list."""
-    return _openstack_check(target, "glance", "glance")
-
-
-def check_cinder(target: Target, settings: Settings) -> Check:
-    """Cinder answers an authenticated volume list."""
-    return _openstack_check(target, "cinder", "cinder")
-
-
-def check_boot_volume(target: Target, settings: Settings) -> Check:
-    """Exactly one bootable volume (``cephdemo-boot``) exists and is available."""
-    return _openstack_check(target, "boot-volume", "boot-volume")
-
-
-def check_compute(target: Target, settings: Settings) -> Check:
-    """nova-compute is up and mapped; Neutron's linuxbridge and DHCP agents are alive."""
-    return _openstack_check(target, "compute", "compute")
-
-
-def check_demo_server(target: Target, settings: Settings) -> Check:
-    """Exactly one demo server, booted by this instance from its bootable volume, ACTIVE."""
-    return _openstack_check(target, "demo-server", "demo-server")
+        return [Check(c["name"], bool(c["ok"]), str(c["detail"])[:200]) for c in data["checks"]]
+    except (IndexError, KeyError, TypeError, json.JSONDecodeError):
+        why = (r.stderr.strip().splitlines() or [f"exit {r.exit_code}"])[-1][:200]
+        return [Check(name, False, why) for name in OPENSTACK_CHECKS]
 
 
 def check_dashboard(target: Target, settings: Settings) -> Check:
@@ -101,12 +71,19 @@ def check_dashboard(target: Target, settings: Settings) -> Check:
     return Check("dashboard", code == "200", f"{dashboard_login_url(settings)} answered {code or 'nothing'}")
 
 
-CHECKS += [check_keystone, check_glance, check_cinder, check_boot_volume, check_compute, check_demo_server, check_dashboard]
+def one(check: Callable[[Target, Settings], Check]) -> Probe:
+    """A probe made of a check that gives one result."""
+    return lambda target, settings: [check(target, settings)]
+
+
+Probe = Callable[[Target, Settings], list[Check]]
+#: The readiness probes, in the order their results are shown.
+PROBES: list[Probe] = [one(check_boot_jobs), one(check_hostname), one(check_ceph), check_openstack, one(check_dashboard)]
 
 
 def check_all(target: Target, settings: Settings) -> list[Check]:
     """Run every readiness check."""
-    return [check(target, settings) for check in CHECKS]
+    return [c for probe in PROBES for c in probe(target, settings)]
 
 
 class NotReady(ProvisionError):

@@ -12,7 +12,7 @@ from typing import Any
 
 from provision.boot.jobs import jobs
 from provision.host import provision
-from provision.ready import CHECKS
+from provision.ready import check_all
 from provision.settings import Settings
 from provision.steps import Log
 from provision.target import Target
@@ -67,7 +67,7 @@ def watch_boot(sim: Sim, settings: Settings, timeout: float = 900, interval: flo
     target = sim.target()
     while time.monotonic() < deadline:
         try:
-            results = [check(target, settings) for check in CHECKS]
+            results = check_all(target, settings)
         except Exception:  # the container is still coming up
             results = []
         for r in results:

@@ -38,7 +38,14 @@ class BootAgentStep:
     name = "boot-agent"
 
     def apply(self, target: Target, settings: Settings) -> StepResult:
-        changed = [path for path, (data, mode) in agent_files(settings).items() if target.put(path, data, mode=mode)]
+        files = agent_files(settings)
+        changed = [path for path, (data, mode) in files.items() if target.put(path, data, mode=mode)]
+        # Remove modules an older agent installed that this one no longer has (an earlier layout's).
+        code = f"{AGENT_DIR}/provision"
+        installed = target.run(["find", code, "-name", "*.py", "-type", "f"], check=False).stdout.split()
+        for path in sorted(set(installed) - set(files)):
+            if target.remove(path):
+                changed.append(path)
         # Remove units of jobs that no longer exist.
         wanted = {job.unit for job in jobs(settings)}
         listing = target.run("ls %s", UNIT_DIR, check=False).stdout.split()

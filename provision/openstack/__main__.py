@@ -18,7 +18,7 @@ from ..target import Target
 from ..target.local import LocalTarget
 from .addresses import Addresses
 from .api import session
-from .checks import CHECKS, check
+from .checks import CHECKS, check, check_all
 from .compute import wait_compute
 from .identity import admin_cloud, ensure_keystone_resources
 from .image import image_id, register_image
@@ -44,8 +44,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--name", required=True)
     r.add_argument("--file", required=True)
     r.add_argument("--description", default="")
-    c = sub.add_parser("check", help="one readiness check")
-    c.add_argument("what", choices=list(CHECKS))
+    c = sub.add_parser("check", help="readiness checks: WHAT, or all of them (a list of results)")
+    c.add_argument("what", nargs="?", choices=list(CHECKS))
     w = sub.add_parser("wait-compute", help="wait until nova-compute is up and mapped and Neutron's agents are alive")
     w.add_argument("--timeout", type=float, default=300)
     sub.add_parser("network", help="the guests' network, subnet and the demo flavor (once)")
@@ -54,9 +54,11 @@ def parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, settings: Settings, target: Target) -> dict[str, Any]:
     """Do what ``args`` asks; the JSON-able outcome (ProvisionError when it could not)."""
-    if args.cmd == "check":
+    if args.cmd == "check" and args.what:
         ok, detail = check(settings, target, args.what)
         return {"ok": ok, "detail": detail}
+    if args.cmd == "check":
+        return {"checks": [{"name": n, "ok": ok, "detail": d} for n, ok, d in check_all(settings, target)]}
     sec = require_secrets(target, settings)
     if args.cmd == "admin-check":
         _, did = admin_cloud(target, settings, sec, lambda m: None, reset=args.reset)
