@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_audit import SECRET_VALUE, _pem, found, plant
+from tests.unit.test_audit import SECRET_VALUE, _pem, found, plant
 
 from provision.image.scrub import Observed, ScrubStep, parse_observation, password_locked, plan, scrub
 from provision.image.sshd import (

@@ -1,0 +1,1 @@
+"""The Docker tier: against an instance of the AMI the session builds."""

@@ -1,0 +1,1 @@
+"""The offline tier: no Docker, seconds."""
