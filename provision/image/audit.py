@@ -1,104 +1,102 @@
 """Secrets audit: find what must not be in a public image, through any Target.
 
-The audit runs one shell script on the target (plus one more command when a private key
-is found under ``/usr``): a ``find`` for files that are secrets by *name* (SSH host keys,
-``authorized_keys``, shell histories, ``~/.aws/credentials``, ``/etc/machine-id``, the
-per-build secrets of :data:`BUILD_SECRETS`) and a few ``find | xargs grep -l`` pipelines
-for secrets by *content* (private keys, cephx keys, OpenStack passwords, AWS keys). The
-script only ever prints paths, modes and sizes: no secret leaves the target, and none is
-in a :class:`Finding`. Building the script (:func:`scan_command`) and reading its output
-(:func:`parse_scan`) are pure functions, tested as data.
+The audit runs one shell script on the target (:mod:`provision.image.scan`) that walks the
+*whole* file system from the image's root, skipping only virtual file systems (``/proc``,
+``/sys``, ``/dev``, ``/run`` and any mount of a pseudo type such as ``proc``, ``sysfs`` or
+``cgroup2``, decided by ``find -fstype``; the read-only snap images under ``/snap`` are
+skipped and listed). It finds every kind of :data:`~provision.image.patterns.KINDS`:
 
-What is not scanned, and why:
+* by *name* (:data:`~provision.image.patterns.NAME_RULES`): SSH host keys, authorized
+  keys, shell and tool histories, AWS/GCP/Azure credential files, client credential
+  files (``.pgpass``, ``.mylogin.cnf``, ``.git-credentials``, ``.netrc``, Subversion's
+  auth store), ``/etc/ssl/private/*``, RabbitMQ's Erlang cookie, Fernet/credential key
+  repositories, the databases' data directories, a non-empty machine-id, the per-build
+  secrets of :data:`~provision.image.patterns.BUILD_SECRETS`;
+* by *fields*: password hashes in ``/etc/shadow`` and its backups (a locked hash
+  ``!$6$...`` included: it is the hash of a real password);
+* by *content*, in every file below the read bound, text or binary
+  (:mod:`provision.image.content`): private keys (PEM in every form, OpenSSH, PGP, PuTTY,
+  SSH2), cephx keys in any form, passwords and shared secrets in any file, URLs with a
+  password, Django keys, AWS/GCP/Azure credentials in INI, env and JSON form, registry
+  and npm tokens, RabbitMQ password hashes, debconf password answers.
 
-* ``/proc``, ``/sys``, ``/dev``, ``/run``: virtual file systems, not part of the image.
-* Private keys only: ``/snap`` (read-only squashfs images exactly as published, signed, in
-  the Snap Store; writable snap data lives in ``/var/snap`` and ``~/snap``, which are
-  scanned), and a file under ``/usr`` that a Debian package ships *unmodified* (its md5sum
-  is the one in ``/var/lib/dpkg/info/PACKAGE.md5sums``): such a key is published with the
-  package (test fixtures of Python libraries, example certificates), the same on every
-  machine that installs it, and not this image's secret. These are listed in
-  :attr:`AuditReport.allowed`, never dropped silently.
-* Content scans skip files of :data:`MAX_SCAN_BYTES` or more (OSD block files, disk
-  images) and binary files (``grep -I``): secrets are small text files.
-* ``cephx-keyring`` and AWS key ids/secrets are searched in :data:`SECRET_DIRS` only (where
-  configuration and state live), OpenStack passwords in the services' ``*.conf`` under
-  :data:`SERVICE_CONF_DIRS`, in ``*openrc*`` and in ``clouds.yaml`` files.
-* AWS's documented example keys (``AKIAIOSFODNN7EXAMPLE``, ``wJalr...EXAMPLEKEY``) are
-  not credentials (needs ``grep -P``, which Debian and Ubuntu have).
+It reports each finding's path and kind, never the content (the script prints paths,
+modes and sizes only), and it **fails closed**: a file it could not read is a finding
+(``unreadable``), a file at or over the read bound is one (``unscanned-large-file``), and a
+scan that did not finish, whose output does not parse or whose tools reported anything else
+raises :class:`AuditFailed`.
 
-Nothing else is allowed by default: every cephx keyring (``/etc/ceph/*.keyring``, the
-monitor's, manager's and OSDs' under ``/var/lib/ceph``) is reported as ``cephx-keyring``.
-An image whose first boot rotates them (``provision.ceph.boot.rotate_keys``) is audited
-with ``allow=CLUSTER_KEYRINGS`` (or the caller's own ``KIND:GLOB`` entries), and the
-allowed findings stay visible in the report.
-
-The kinds, globs and content patterns are in :mod:`provision.image.patterns`, the
-script pieces shared with the scrub in :mod:`provision.image.script`. Needs GNU find,
-grep, xargs and stat on the target (Debian and Ubuntu have them).
+What it lets through is shown, never dropped: findings an ``allow=`` entry matches
+(``GLOB`` or ``KIND:GLOB``, e.g. :data:`CLUSTER_KEYRINGS`), and files it can justify
+(:mod:`provision.image.justify`: shipped unmodified by a Debian package, compiled from
+such a file, a BlueStore device, an initramfs made on the disk) are in
+:attr:`AuditReport.allowed` with their reason. AWS's documented example keys
+(``AKIAIOSFODNN7EXAMPLE``) are not credentials (needs ``grep -P``, which Debian and Ubuntu
+have). Needs GNU find, grep, xargs, stat and awk on the target.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import posixpath
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from ..exceptions import AuditFailed
 from ..settings import Settings
-from ..target import Target, command_line
+from ..target import Target
+from .content import CONTENT_SECTIONS, MAX_SCAN_BYTES
+from .justify import (
+    LARGE_ONLY,
+    SPECIAL_REASONS,
+    packaged_command,
+    parse_copies,
+    parse_packaged,
+    parse_special,
+    pyc_source,
+    special_command,
+)
 from .patterns import (
-    AKIA_ERE,
-    AKIA_PCRE,
-    AWS_SECRET_ERE,
-    AWS_SECRET_PCRE,
     BUILD_SECRETS,
-    CEPHX_ERE,
-    CLOUDS_ERE,
-    CONTENT_PRUNED,
-    CONTENT_SECTIONS,
-    DASHBOARD_DIRS,
-    DJANGO_KEY_ERE,
+    CLIENT_CONFIG_FILES,
+    CLIENT_CREDENTIAL_NAMES,
     KINDS,
-    MAX_SCAN_BYTES,
-    OPENRC_ERE,
-    OS_OPTION_ERE,
-    OS_URL_ERE,
-    PRIVATE_KEY_ERE,
-    PRIVATE_KEY_PCRE,
-    SECRET_DIRS,
+    REPORTED_WHEN_EMPTY,
     SECRET_KINDS,
-    SERVICE_CONF_DIRS,
     build_secrets,
+    database_dir,
     name_kind,
 )
-from .script import names_command, off_root, on_root, prune_expr, section_marker, split_sections
+from .scan import ScanError, ScanOutput, ScanRecord, parse_errors, parse_scan, scan_command
 
 #: Allow-list entries for the keyrings ``provision.ceph.boot.rotate_keys`` gives new keys
 #: once per instance (``mon.``, the manager, the OSDs, the clients, ``client.admin``). Pass
 #: as ``allow=`` only for an image whose first boot runs that rotation. Only the kind
 #: ``cephx-keyring`` is allowed: such a keyring readable by everyone is still reported.
+#: Ceph's bootstrap keyrings (``/var/lib/ceph/bootstrap-*``) are not allowed.
 CLUSTER_KEYRINGS: tuple[str, ...] = (
     "cephx-keyring:/var/lib/ceph/mon/*/keyring",
     "cephx-keyring:/var/lib/ceph/mgr/*/keyring",
     "cephx-keyring:/var/lib/ceph/osd/*/keyring",
     "cephx-keyring:/etc/ceph/*.client.*.keyring",
 )
-
-#: ``stat`` format of a content match: ``MODE\\tSIZE\\tPATH\\0`` (mode in octal).
-_STAT = "%a\\t%s\\t%n\\0"
+#: Client tools' configuration: a password or token found in one is ``client-credentials``.
+_CLIENT_PATHS = ("*/.docker/config.json", "*/.config/containers/auth.json", "*/containers/auth.json")
 
 
 @dataclass(frozen=True, order=True)
 class Finding:
-    """One thing that must not be in a public image: where, what kind, and a redacted detail."""
+    """One thing that must not be in a public image: where, what kind, and a redacted detail.
+
+    ``by`` says how it was found (``name``, ``content``, ``fields``, ``size``, ``scan``); it
+    does not take part in comparisons.
+    """
 
     path: str
     kind: str
     detail: str = ""
+    by: str = field(default="", compare=False, repr=False)
 
     def line(self) -> str:
         """One report line: kind, path, detail."""
@@ -107,13 +105,15 @@ class Finding:
 
 @dataclass
 class AuditReport:
-    """The outcome of :func:`audit`: findings, what an allow-list let through, and timing."""
+    """The outcome of :func:`audit`: findings, what was let through and why, what was skipped, and timing."""
 
     target: str
     root: str = "/"
     findings: list[Finding] = field(default_factory=list)
     allowed: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
+    #: Read-only snap images (mount points under /snap) that were not scanned.
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -125,7 +125,7 @@ class AuditReport:
         return {f.kind for f in self.findings if f.path == path}
 
     def lines(self) -> list[str]:
-        """Human-readable report lines: a summary, each finding, then each allowed one."""
+        """Human-readable report lines: a summary, each finding, then each allowed one and what was skipped."""
         where = self.target if self.root == "/" else f"{self.target} (root {self.root})"
         head = (
             f"audit of {where}: clean ({self.seconds:.1f}s)"
@@ -135,8 +135,39 @@ class AuditReport:
         out = [head, *("  " + f.line() for f in self.findings)]
         if self.allowed:
             out.append(f"  allowed ({len(self.allowed)}):")
-            out += ["    " + f.line() for f in self.allowed]
+            out += ["    " + line for line in _allowed_lines(self.allowed)]
+        if self.skipped:
+            out.append(f"  not scanned: {len(self.skipped)} read-only snap image(s) (signed, as published): {', '.join(self.skipped)}")
         return out
+
+
+#: Justifications that recur by the hundred (one per packaged file): summarised in the report's lines.
+_GROUPS = (
+    ("shipped unmodified by package ", "in files shipped unmodified by Debian packages (dpkg md5sums)"),
+    ("the same bytes as ", "in copies of files shipped by Debian packages (dpkg md5sums)"),
+    ("compiled from ", "in Python bytecode compiled from files shipped unmodified by Debian packages"),
+    (SPECIAL_REASONS["dpkg-control"], "in maintainer scripts and control files of installed packages"),
+)
+
+
+def _allowed_lines(allowed: Sequence[Finding], shown: int = 3) -> list[str]:
+    """Report lines of the allowed findings: each one, except the large groups of :data:`_GROUPS` (counted, with examples)."""
+    groups: dict[str, list[Finding]] = {}
+    single: list[str] = []
+    for f in allowed:
+        label = next((label for prefix, label in _GROUPS if f.detail.startswith(prefix)), None)
+        if label is None:
+            single.append(f.line())
+        else:
+            groups.setdefault(label, []).append(f)
+    for label, members in groups.items():
+        if len(members) <= shown:
+            single += [f.line() for f in members]
+            continue
+        files = sorted({f.path for f in members})
+        more = f", ... (+{len(files) - shown})" if len(files) > shown else ""
+        single.append(f"{len(members)} finding(s) {label}, {len(files)} file(s): {', '.join(files[:shown])}{more}")
+    return single
 
 
 def require_clean(report: AuditReport) -> AuditReport:
@@ -157,22 +188,38 @@ def require_clean(report: AuditReport) -> AuditReport:
     )
 
 
-# --- pure parts: paths, globs, script, parser ----------------------------------------
+# --- pure parts: classification ----------------------------------------------------------
+_NAME_DETAILS = {
+    "authorized-keys": "non-empty ({size} bytes): grants logins on every instance",
+    "shell-history": "non-empty history ({size} bytes)",
+    "aws-credentials": "AWS credentials file",
+    "gcp-credentials": "Google Cloud credentials file",
+    "azure-credentials": "Azure CLI credentials file",
+    "client-credentials": "client credential file (database, VCS or netrc)",
+    "private-key": "file in /etc/ssl/private (a TLS private key)",
+    "machine-id": "non-empty: every instance from the image would share this id",
+    "build-secret": "per-build secret (BUILD_SECRETS): regenerated per instance, removed by the scrub",
+}
+
 
 def _name_detail(kind: str, path: str, size: int) -> str | None:
     """What a by-name file is reported as, or None when it is harmless (empty)."""
     if kind == "ssh-host-key":
         public = path.endswith(".pub")
         return "SSH host public key: regenerated on first boot" if public else "SSH host private key: shared by every instance"
-    if size == 0:
+    if size == 0 and kind not in REPORTED_WHEN_EMPTY:
         return None
-    return {
-        "authorized-keys": f"non-empty ({size} bytes): grants logins on every instance",
-        "shell-history": f"non-empty shell history ({size} bytes)",
-        "aws-credentials": "AWS credentials file",
-        "machine-id": "non-empty: every instance from the image would share this id",
-        "build-secret": "per-build secret (BUILD_SECRETS): regenerated per instance, removed by the scrub",
-    }[kind]
+    if kind == "openstack-secret":
+        if posixpath.basename(path) == ".erlang.cookie":
+            return "RabbitMQ's Erlang cookie: controls the broker's node"
+        return "Fernet/credential key repository: signs or encrypts an OpenStack service's tokens"
+    return _NAME_DETAILS[kind].format(size=size)
+
+
+def _client_file(path: str) -> bool:
+    """True when ``path`` is a client tool's configuration or credential file."""
+    base = posixpath.basename(path)
+    return base in CLIENT_CONFIG_FILES or base in CLIENT_CREDENTIAL_NAMES or any(fnmatch.fnmatchcase(path, g) for g in _CLIENT_PATHS)
 
 
 def allow_match(finding: Finding, allow: Iterable[str]) -> str | None:
@@ -190,169 +237,66 @@ def allow_match(finding: Finding, allow: Iterable[str]) -> str | None:
     return None
 
 
-
-def _grep_files(find_args: list[str], grep_args: list[str]) -> str:
-    """``find ... -print0 | xargs -0 grep -l ... | xargs -0 stat``: MODE\\tSIZE\\tPATH\\0 of matching files."""
-    return " | ".join(
-        [
-            command_line(["find", *find_args, "-print0"]),
-            command_line(["xargs", "-0", "-r", "grep", "-lIZ", *grep_args, "--"]),
-            command_line(["xargs", "-0", "-r", "stat", f"--printf={_STAT}", "--"]),
-        ]
-    )
-
-
-
-def _either(pcre_cmd: str, ere_cmd: str) -> str:
-    """Run ``pcre_cmd`` where grep has -P, else ``ere_cmd``."""
-    return f'if [ -n "$P" ]; then {pcre_cmd}; else {ere_cmd}; fi'
-
-
-def scan_command(root: str = "/", secrets: Sequence[str] = BUILD_SECRETS, max_bytes: int = MAX_SCAN_BYTES) -> str:
-    """The whole scan as one shell script (one round trip); read its output with :func:`parse_scan`.
-
-    Args:
-        root: the image's root on the target (``/``, or a directory in tests).
-        secrets: the per-build secret globs.
-        max_bytes: content scans skip files this large or larger.
-    """
-    start = root if root.rstrip("/") else "/"
-    small = ["-type", "f", "-size", f"-{max_bytes}c"]
-    secret_dirs = [on_root(root, d) for d in SECRET_DIRS]
-    conf_dirs = [on_root(root, d) for d in SERVICE_CONF_DIRS]
-
-    pk_find = command_line(["find", start, *prune_expr(root, CONTENT_PRUNED), *small, "-print0"])
-    pk_prefilter = command_line(["xargs", "-0", "-r", "grep", "-lIZ", "-F", "-e", "PRIVATE KEY-----", "--"])
-    stat = command_line(["xargs", "-0", "-r", "stat", f"--printf={_STAT}", "--"])
-    pk_pcre = command_line(["xargs", "-0", "-r", "grep", "-lZ", "-z", "-P", "-e", PRIVATE_KEY_PCRE, "--"])
-    pk_ere = command_line(["xargs", "-0", "-r", "grep", "-lZ", "-E", "-e", PRIVATE_KEY_ERE, "--"])
-
-    in_dirs = [*secret_dirs, *small]
-    steps = [
-        "export LC_ALL=C",
-        "if printf ab | grep -qP 'a(?=b)' 2>/dev/null; then P=1; else P=; fi",
-        section_marker("uid"),
-        'printf "%s\\0" "$(id -u)"',
-        section_marker("names"),
-        names_command(root, secrets),
-        section_marker("private-key"),
-        _either(" | ".join([pk_find, pk_prefilter, pk_pcre, stat]), " | ".join([pk_find, pk_prefilter, pk_ere, stat])),
-        section_marker("cephx"),
-        _grep_files(in_dirs, ["-E", "-e", CEPHX_ERE]),
-        section_marker("os-option"),
-        _grep_files([*conf_dirs, "-type", "f", "-name", "*.conf"], ["-E", "-e", OS_OPTION_ERE]),
-        section_marker("os-url"),
-        _grep_files([*conf_dirs, "-type", "f", "-name", "*.conf"], ["-E", "-e", OS_URL_ERE]),
-        section_marker("openrc"),
-        _grep_files([*secret_dirs, "-type", "f", "-name", "*openrc*"], ["-E", "-e", OPENRC_ERE]),
-        section_marker("clouds"),
-        _grep_files([*secret_dirs, "-type", "f", "(", "-name", "clouds.yaml", "-o", "-name", "secure.yaml", ")"], ["-E", "-e", CLOUDS_ERE]),
-        section_marker("django-key"),
-        _grep_files([*[on_root(root, d) for d in DASHBOARD_DIRS], "-type", "f", "-name", "*.py"], ["-E", "-e", DJANGO_KEY_ERE]),
-        section_marker("aws-key-id"),
-        _either(_grep_files(in_dirs, ["-P", "-e", AKIA_PCRE]), _grep_files(in_dirs, ["-E", "-e", AKIA_ERE])),
-        section_marker("aws-secret"),
-        _either(_grep_files(in_dirs, ["-P", "-e", AWS_SECRET_PCRE]), _grep_files(in_dirs, ["-i", "-E", "-e", AWS_SECRET_ERE])),
-        section_marker("machine-id-uninitialized"),
-        command_line("grep -qsx uninitialized %s && printf 'yes\\0'", on_root(root, "/etc/machine-id")),
-        section_marker("end"),
-    ]
-    # A missing directory is not an error; parse_errors sorts what the script complains about.
-    return "; ".join(steps)
+def _record_finding(rec: ScanRecord, scan: ScanOutput, secrets: Sequence[str], max_bytes: int) -> Finding | None:
+    """The finding one non-database record stands for (before merging), or None."""
+    if rec.section == "names":
+        kind = name_kind(rec.path, secrets)
+        if kind is None or kind in ("password-file", "service-database"):
+            return None
+        if kind == "machine-id" and rec.path == "/etc/machine-id" and scan.machine_id_uninitialized:
+            return None
+        detail = _name_detail(kind, rec.path, rec.size)
+        return None if detail is None else Finding(rec.path, kind, detail, "name")
+    if rec.section == "large":
+        detail = f"{rec.size / 2**20:.1f} MiB, at or over the read bound of {max_bytes / 2**20:g} MiB: not read"
+        return Finding(rec.path, "unscanned-large-file", detail, "size")
+    if rec.section == "password-hash":
+        return Finding(rec.path, "password-hash", f"password hash of {rec.accounts.replace(',', ', ')}", "fields")
+    section = CONTENT_SECTIONS.get(rec.section)
+    if section is None:
+        return None
+    client = _client_file(rec.path) or name_kind(rec.path, secrets) == "client-credentials"
+    kind = "client-credentials" if section.kind == "openstack-password" and client else section.kind
+    return Finding(rec.path, kind, section.detail, "content")
 
 
-@dataclass(frozen=True)
-class ScanRecord:
-    """One file the scan printed: its section, path (without the root prefix), mode and size."""
-
-    section: str
-    path: str
-    mode: int
-    size: int
-
-
-@dataclass
-class ScanOutput:
-    """The scan's output, parsed: records per section and the flags it printed."""
-
-    records: list[ScanRecord] = field(default_factory=list)
-    uid: str = ""
-    machine_id_uninitialized: bool = False
-    complete: bool = False
+def _databases(scan: ScanOutput) -> list[Finding]:
+    """One ``service-database`` finding per database directory with files in it."""
+    counts: dict[str, list[str | int]] = {}
+    for rec in scan.records:
+        where = database_dir(rec.path) if rec.section == "names" else None
+        if where is not None:
+            counts.setdefault(where[0], [where[1], 0])[1] = int(counts.get(where[0], ["", 0])[1]) + 1
+    return [Finding(d, "service-database", f"{what} ({n} files)", "name") for d, (what, n) in counts.items()]
 
 
-
-def parse_scan(stdout: str, root: str = "/") -> ScanOutput:
-    """Parse :func:`scan_command`'s stdout (pure).
-
-    Records are ``MODE\\tSIZE\\tPATH`` (mode in octal); paths lose the root prefix.
-    """
-    out = ScanOutput()
-    for name, tokens in split_sections(stdout).items():
-        if name == "uid":
-            out.uid = tokens[0].strip() if tokens else ""
-        elif name == "machine-id-uninitialized":
-            out.machine_id_uninitialized = bool(tokens)
-        elif name == "end":
-            out.complete = True
-        else:
-            for token in tokens:
-                mode, size, path = token.split("\t", 2)
-                out.records.append(ScanRecord(name, off_root(root, path), int(mode, 8), int(size)))
-    return out
-
-
-_DENIED = re.compile(r"^[a-z]+: [‘'`]?(?P<path>/.*?)[’']?: Permission denied$")
-_BENIGN = re.compile(r"No such file or directory$")
-
-
-def parse_errors(stderr: str, root: str = "/") -> tuple[list[Finding], list[str]]:
-    """Split the scan's stderr into ``unreadable`` findings and other (unexpected) error lines.
-
-    Missing paths (a scanned directory that does not exist, a file removed during the
-    scan) are not errors.
-    """
-    unreadable: list[Finding] = []
-    other: list[str] = []
-    for line in stderr.splitlines():
-        line = line.strip()
-        if not line or _BENIGN.search(line):
-            continue
-        m = _DENIED.match(line)
-        if m:
-            unreadable.append(Finding(off_root(root, m.group("path")), "unreadable", "permission denied: not scanned"))
-        else:
-            other.append(line)
-    return unreadable, other
-
-
-def findings_from_scan(scan: ScanOutput, root: str = "/", secrets: Sequence[str] = BUILD_SECRETS) -> list[Finding]:
+def findings_from_scan(
+    scan: ScanOutput, root: str = "/", secrets: Sequence[str] = BUILD_SECRETS, max_bytes: int = MAX_SCAN_BYTES
+) -> list[Finding]:
     """Turn parsed scan records into findings (pure): classify, de-duplicate, add world-readable.
 
     Rules: a private key that is an SSH host key is reported as ``ssh-host-key`` only; a
-    build secret is ``build-secret`` only when no other kind applies at its path; a file of
-    a secret-bearing kind (except an SSH host *public* key) with the other-read bit set is
-    also ``world-readable-secret``.
+    build secret is ``build-secret`` only when no other kind applies at its path; a password
+    or token in a client tool's file is ``client-credentials``; a file of a secret-bearing
+    kind (except an SSH host *public* key) with the other-read bit set is also
+    ``world-readable-secret``.
     """
     found: dict[tuple[str, str], Finding] = {}
     modes: dict[str, int] = {}
     for rec in scan.records:
-        modes[rec.path] = rec.mode
-        if rec.section == "names":
-            kind = name_kind(rec.path, secrets)
-            if kind is None:
-                continue
-            if kind == "machine-id" and rec.path == "/etc/machine-id" and scan.machine_id_uninitialized:
-                continue
-            detail = _name_detail(kind, rec.path, rec.size)
-            if detail is not None:
-                found.setdefault((rec.path, kind), Finding(rec.path, kind, detail))
-        elif rec.section in CONTENT_SECTIONS:
-            kind, detail = CONTENT_SECTIONS[rec.section]
-            seen = found.get((rec.path, kind))
-            if seen is not None and detail not in seen.detail.split("; "):
-                detail = f"{seen.detail}; {detail}"
-            found[(rec.path, kind)] = Finding(rec.path, kind, detail)
+        if rec.section != "password-hash":
+            modes[rec.path] = rec.mode
+        new = _record_finding(rec, scan, secrets, max_bytes)
+        if new is None:
+            continue
+        seen = found.get((new.path, new.kind))
+        if seen is not None:
+            details = seen.detail.split("; ")
+            detail = seen.detail if new.detail in details else f"{seen.detail}; {new.detail}"
+            new = Finding(new.path, new.kind, detail, "name" if "name" in (seen.by, new.by) else new.by)
+        found[(new.path, new.kind)] = new
+    for f in _databases(scan):
+        found[(f.path, f.kind)] = f
     by_path: dict[str, set[str]] = {}
     for path, kind in found:
         by_path.setdefault(path, set()).add(kind)
@@ -369,48 +313,111 @@ def findings_from_scan(scan: ScanOutput, root: str = "/", secrets: Sequence[str]
         if secret == {"ssh-host-key"} and path.endswith(".pub"):
             continue
         if secret and modes.get(path, 0) & 0o004:
-            result.append(Finding(path, "world-readable-secret", f"mode {modes[path]:04o}: readable by every user"))
+            result.append(Finding(path, "world-readable-secret", f"mode {modes[path]:04o}: readable by every user", "name"))
     if scan.uid and scan.uid != "0" and root.rstrip("/") == "":
-        result.append(Finding("/", "unreadable", f"ran as uid {scan.uid}, not root: files only root can read were not scanned"))
+        result.append(Finding("/", "unreadable", f"ran as uid {scan.uid}, not root: files only root can read were not scanned", "scan"))
     return sorted(result, key=lambda f: (f.path, KINDS.index(f.kind) if f.kind in KINDS else len(KINDS)))
 
 
-def packaged_command(root: str = "/") -> str:
-    """The command that checks files (relative paths, NUL-separated on stdin) against dpkg's md5sums.
+def unreadable_findings(errors: Sequence[ScanError]) -> list[Finding]:
+    """``unreadable`` findings for the files the scan's tools could not read (pure)."""
+    out: dict[str, Finding] = {}
+    for e in errors:
+        detail = "permission denied: not scanned" if e.message == "Permission denied" else f"{e.message}: not scanned"
+        out.setdefault(e.path, Finding(e.path, "unreadable", detail, "scan"))
+    return list(out.values())
 
-    Prints the matching ``var/lib/dpkg/info/PKG.md5sums:MD5  PATH`` lines.
+
+#: Kinds whose bytes being published does not make a copy harmless: a published key put to use.
+_KEY_KINDS = frozenset({"private-key", "cephx-keyring"})
+
+
+def justification(f: Finding, packaged: dict[str, str], copies: dict[str, tuple[str, str]], special: dict[str, str]) -> str | None:
+    """Why ``f`` may be let through (its file shown public or not secret-bearing), or None (pure).
+
+    Only findings by content or size can be justified (see :mod:`provision.image.justify`).
     """
-    return "; ".join(
-        [
-            command_line("cd %s", root if root.rstrip("/") else "/"),
-            "xargs -0 -r md5sum -- 2>/dev/null | grep -HxF -f - var/lib/dpkg/info/*.md5sums 2>/dev/null",
-            "true",
-        ]
-    )
-
-
-def parse_packaged(stdout: str) -> dict[str, str]:
-    """Parse :func:`packaged_command`'s output into ``{"/path": "package"}`` (pure)."""
-    verified: dict[str, str] = {}
-    for line in stdout.splitlines():
-        source, sep, entry = line.partition(".md5sums:")
-        if not sep or "  " not in entry:
-            continue
-        package = posixpath.basename(source).split(":")[0]
-        rel = entry.split("  ", 1)[1]
-        verified["/" + rel] = package
-    return verified
+    if f.by not in ("content", "size"):
+        return None
+    path, tag, source = f.path, special.get(f.path), pyc_source(f.path)
+    if path in packaged:
+        return f"shipped unmodified by package {packaged[path]} (dpkg md5sum)"
+    if tag == "pyc" and source is not None and source in packaged:
+        return f"compiled from {source}, shipped unmodified by package {packaged[source]}"
+    if tag in SPECIAL_REASONS and (f.by == "size" or tag not in LARGE_ONLY):
+        return SPECIAL_REASONS[tag]
+    if path in copies and f.kind not in _KEY_KINDS:
+        package, ref = copies[path]
+        return f"the same bytes as {ref}, shipped by package {package} (dpkg md5sum)"
+    return None
 
 
 # --- doing it --------------------------------------------------------------------------
+def _run_scan(
+    target: Target, root: str, secrets: Sequence[str], max_bytes: int, timeout: float | None
+) -> tuple[list[Finding], list[str]]:
+    """Run the scan; its findings and the snap images it skipped. AuditFailed when it cannot be trusted."""
+    result = target.run(scan_command(root, secrets, max_bytes), check=False, timeout=timeout)
+    errors, other = parse_errors(result.stderr, root)
+    try:
+        scan = parse_scan(result.stdout, root)
+    except ValueError:
+        scan = ScanOutput()
+        other.append("the scan's output does not parse (damaged or cut)")
+    if scan.complete and scan.find_exit not in (0, 1):
+        other.append(f"find exited {scan.find_exit}")
+    if not scan.complete or other:
+        tail = "\n".join((other or result.stderr.strip().splitlines())[-10:])
+        raise AuditFailed(
+            f"The secrets scan on {target.name} did not run cleanly (exit {result.exit_code})" + (f":\n{tail}" if tail else ""),
+            hint="the audit needs GNU find, grep, xargs, stat and awk on the target, and root (or sudo)",
+        )
+    findings = findings_from_scan(scan, root, secrets, max_bytes) + unreadable_findings(errors)
+    return sorted(findings, key=lambda f: (f.path, KINDS.index(f.kind) if f.kind in KINDS else len(KINDS))), scan.snaps
+
+
+def _checked(target: Target, command: str, paths: Iterable[str], timeout: float | None) -> str:
+    """Run a justification command with ``paths`` (image paths) as relative NUL-separated stdin."""
+    data = "".join(p.lstrip("/") + "\0" for p in sorted(set(paths)))
+    return target.run(command, stdin=data, check=False, timeout=timeout).stdout if data else ""
+
+
+def justify(target: Target, root: str, findings: list[Finding], timeout: float | None) -> tuple[list[Finding], list[Finding]]:
+    """Split ``findings`` into (kept, justified): findings in files shown public or not secret-bearing go to the second list.
+
+    A ``world-readable-secret`` goes with the secrets of its file: justified when all of them are.
+    """
+    candidates = [f for f in findings if f.by in ("content", "size")]
+    pycs = [f.path for f in candidates if pyc_source(f.path)]
+    sources = [s for s in (pyc_source(p) for p in pycs) if s]
+    output = _checked(target, packaged_command(root), [f.path for f in candidates] + sources, timeout)
+    packaged, copies = parse_packaged(output), parse_copies(output)
+    special_paths = [f.path for f in candidates if f.by == "size" or f.path.startswith("/var/lib/dpkg/info/")] + pycs
+    special = parse_special(_checked(target, special_command(root), special_paths, timeout))
+    reasons = {f: justification(f, packaged, copies, special) for f in findings}
+    kept: list[Finding] = []
+    justified: list[Finding] = []
+    for f in findings:
+        reason = reasons[f]
+        if f.kind == "world-readable-secret":
+            siblings = [reasons[g] for g in findings if g.path == f.path and g.kind in SECRET_KINDS]
+            reason = siblings[0] if siblings and all(siblings) else None
+        if reason is None:
+            kept.append(f)
+        else:
+            justified.append(Finding(f.path, f.kind, reason, f.by))
+    return kept, justified
+
+
 def audit(
     target: Target,
     settings: Settings | None = None,
     root: str = "/",
     allow: Sequence[str] = (),
     timeout: float | None = 1800,
+    max_bytes: int = MAX_SCAN_BYTES,
 ) -> AuditReport:
-    """Scan the target's file system for secrets that must not be in a public image.
+    """Scan the target's whole file system for secrets that must not be in a public image.
 
     Args:
         target: where to look (the builder over SSH, a sim container, ``local``).
@@ -418,45 +425,27 @@ def audit(
         root: the image's root directory on the target (tests use a temporary tree).
         allow: entries ``GLOB`` or ``KIND:GLOB`` whose findings are reported as allowed
             instead (e.g. :data:`CLUSTER_KEYRINGS` where first boot rotates them).
-        timeout: seconds before the scan is abandoned.
+        timeout: seconds before the scan is abandoned (then AuditFailed).
+        max_bytes: the read bound: larger files are ``unscanned-large-file`` unless justified.
 
     Returns:
         The report; ``report.ok`` is False when anything was found. Use
         :func:`require_clean` to turn findings into :class:`AuditFailed`.
 
     Raises:
-        AuditFailed: the scan did not complete, or reported errors other than
-            unreadable or vanished files (the audit would not be trustworthy).
+        AuditFailed: the scan did not complete, its output does not parse, or its tools
+            reported errors other than unreadable or vanished files (the audit would not
+            be trustworthy).
     """
     started = time.monotonic()
     secrets = build_secrets(settings)
-    result = target.run(scan_command(root, secrets), check=False, timeout=timeout)
-    scan = parse_scan(result.stdout, root)
-    unreadable, errors = parse_errors(result.stderr, root)
-    if not scan.complete or errors:
-        tail = "\n".join((errors or result.stderr.strip().splitlines())[-10:])
-        raise AuditFailed(
-            f"The secrets scan on {target.name} did not run cleanly (exit {result.exit_code})"
-            + (f":\n{tail}" if tail else ""),
-            hint="the audit needs GNU find, grep, xargs and stat on the target, and root (or sudo)",
-        )
-    findings = findings_from_scan(scan, root, secrets) + unreadable
-    allowed: list[Finding] = []
-
-    packaged = sorted({f.path for f in findings if f.kind == "private-key" and f.path.startswith("/usr/")})
-    if packaged:
-        data = "".join(p.lstrip("/") + "\0" for p in packaged)
-        verified = parse_packaged(target.run(packaged_command(root), stdin=data, check=False, timeout=timeout).stdout)
-        for f in findings:
-            if f.kind in ("private-key", "world-readable-secret") and f.path in verified:
-                allowed.append(Finding(f.path, f.kind, f"shipped unmodified by package {verified[f.path]} (dpkg md5sum)"))
-        findings = [f for f in findings if not (f.kind in ("private-key", "world-readable-secret") and f.path in verified)]
-
+    findings, skipped = _run_scan(target, root, secrets, max_bytes, timeout)
+    findings, allowed = justify(target, root, findings, timeout)
     kept: list[Finding] = []
     for f in findings:
         entry = allow_match(f, allow)
         if entry is None:
             kept.append(f)
         else:
-            allowed.append(Finding(f.path, f.kind, f"allowed by {entry!r}"))
-    return AuditReport(target.name, root, kept, sorted(allowed), time.monotonic() - started)
+            allowed.append(Finding(f.path, f.kind, f"allowed by {entry!r}", f.by))
+    return AuditReport(target.name, root, kept, sorted(allowed), time.monotonic() - started, skipped)

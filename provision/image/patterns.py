@@ -1,16 +1,20 @@
-"""What must not be in a public image: the kinds of finding, the paths and globs, the content patterns.
+"""What must not be in a public image: the kinds of finding and the files that are secrets by *name*.
 
 Shared by the audit (:mod:`provision.image.audit`, which reports them) and the scrub
-(:mod:`provision.image.scrub`, which removes what it can). Pure data and two pure
-classifiers by path (:func:`name_kind`, :func:`build_secrets`); the patterns are never
-used to print what they match.
+(:mod:`provision.image.scrub`, which removes what it can). Pure data and pure classifiers
+by path (:func:`name_kind`, :func:`build_secrets`, :func:`database_dir`). The secrets found
+by *content* are in :mod:`provision.image.content`.
+
+One table, :data:`NAME_RULES`, says which files are secrets by their name: the audit's
+``find`` tests are made from it (``-name`` for a base name, ``-path`` for a whole path) and
+:func:`name_kind` classifies with the same globs (:func:`fnmatch.fnmatchcase`, whose
+``*`` also matches ``/`` as ``find -path`` does), so the two cannot disagree.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import posixpath
-import re
 from typing import Sequence
 
 from ..settings import Settings
@@ -23,10 +27,17 @@ KINDS = (
     "shell-history",
     "cephx-keyring",
     "openstack-password",
+    "openstack-secret",
+    "password-hash",
+    "client-credentials",
     "aws-credentials",
+    "gcp-credentials",
+    "azure-credentials",
+    "service-database",
     "machine-id",
     "build-secret",
     "world-readable-secret",
+    "unscanned-large-file",
     "unreadable",
 )
 
@@ -54,89 +65,110 @@ BUILD_SECRETS: tuple[str, ...] = (
     "/var/lib/openstack-dashboard/secret-key/*",
 )
 
-#: Virtual file systems: never scanned.
+#: Virtual file systems, by path: never scanned (not part of any disk image).
 PRUNED: tuple[str, ...] = ("/proc", "/sys", "/dev", "/run")
-#: Also skipped by the private-key scan: published, signed, read-only snap images.
-CONTENT_PRUNED: tuple[str, ...] = PRUNED + ("/snap",)
-#: Where configuration and state live: scanned for cephx keys, AWS keys and openrc files.
-SECRET_DIRS: tuple[str, ...] = ("/etc", "/root", "/home", "/var/lib", "/opt", "/srv", "/tmp", "/var/tmp")
+#: Mounts of these file system types hold no file of the image (kernel and runtime state),
+#: wherever they are mounted: never scanned (``find -fstype``). tmpfs is *not* among them:
+#: a tmpfs elsewhere than /run and /dev is scanned like a disk.
+PSEUDO_FSTYPES: tuple[str, ...] = (
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs", "tracefs",
+    "pstore", "bpf", "configfs", "fusectl", "mqueue", "hugetlbfs", "autofs", "binfmt_misc", "efivarfs",
+    "rpc_pipefs", "nsfs", "selinuxfs",
+)
 #: The OpenStack services whose ``/etc/SERVICE/*.conf`` hold passwords.
 OPENSTACK_SERVICES: tuple[str, ...] = ("keystone", "glance", "cinder", "nova", "neutron", "placement")
-#: The OpenStack services' configuration directories (their ``*.conf`` are scanned for passwords).
-SERVICE_CONF_DIRS: tuple[str, ...] = tuple(f"/etc/{s}" for s in OPENSTACK_SERVICES)
 #: Service configuration files holding passwords, which the scrub empties; the first boot's
 #: ``coa-openstack-secrets`` renders them anew with this instance's passwords before any service starts.
 SERVICE_CONF_GLOBS: tuple[str, ...] = (
     *(f"/etc/{svc}/*.conf" for svc in OPENSTACK_SERVICES),
     "/etc/openstack-dashboard/local_settings.d/*.py",
 )
-#: The dashboard's settings (Python files) are scanned for a Django ``SECRET_KEY`` literal.
-DASHBOARD_DIRS: tuple[str, ...] = ("/etc/openstack-dashboard",)
-#: Shell and REPL history files, by name, of any user.
+#: Shell, REPL and database-client history files, by name, of any user.
 HISTORY_FILES: tuple[str, ...] = (
-    ".bash_history",
-    ".zsh_history",
-    ".sh_history",
-    ".ash_history",
-    ".python_history",
-    ".lesshst",
-    ".viminfo",
-    ".mysql_history",
-    ".psql_history",
-    ".sqlite_history",
+    ".bash_history", ".zsh_history", ".zhistory", ".histfile", ".sh_history", ".ash_history", ".ksh_history",
+    ".python_history", ".node_repl_history", ".irb_history", ".pry_history", ".Rhistory", ".gdb_history",
+    ".lesshst", ".viminfo", ".mysql_history", ".psql_history", ".sqlite_history", ".rediscli_history",
+    ".dbshell", ".mongosh_repl_history", "fish_history",
 )
 AUTHORIZED_KEYS_FILES: tuple[str, ...] = ("authorized_keys", "authorized_keys2")
-#: Content scans skip files this large or larger.
-MAX_SCAN_BYTES = 8 * 1024 * 1024
+#: Client credential files of common tools (database clients, VCS, netrc), by name: any
+#: non-empty one is a finding. Files that hold a credential only sometimes (``.my.cnf``,
+#: ``.npmrc``, ``.docker/config.json``, ...) are found by content, see :data:`CLIENT_CONFIG_FILES`.
+CLIENT_CREDENTIAL_NAMES: tuple[str, ...] = (".pgpass", ".mylogin.cnf", ".git-credentials", ".netrc", "_netrc")
+#: Configuration files of client tools: a password, token or ``user:password@`` URL found
+#: in one by content is reported as ``client-credentials`` (not ``openstack-password``).
+CLIENT_CONFIG_FILES: tuple[str, ...] = (
+    ".my.cnf", "my.cnf", ".hgrc", "hgrc", ".pypirc", "pip.conf", "pip.ini", ".npmrc", "npmrc", ".yarnrc",
+    ".gitconfig", ".s3cfg", ".boto", ".dockercfg",
+)
+#: The data directories of the image's databases (globs of the directory). Their files are
+#: binary and hold password hashes and keys (MariaDB's users and the services' tables,
+#: RabbitMQ's users, the monitor's cephx keys): reported by name, one finding per directory,
+#: and not read by the content scan.
+SERVICE_DATABASES: dict[str, str] = {
+    "/var/lib/mysql": "MariaDB's data directory: its users' password hashes and the services' databases",
+    "/var/lib/rabbitmq/mnesia": "RabbitMQ's database: its users' password hashes",
+    "/var/lib/ceph/mon/*/store.db": "the Ceph monitor's store: every cephx key of the cluster",
+    "/var/lib/postgresql/*/main": "PostgreSQL's data directory: its roles' password hashes",
+}
+#: Files whose password fields are read (by ``awk``, printing account names only): a field
+#: that is not empty, ``*``, ``!``, ``!*`` or ``!!`` (nor ``x`` in a passwd file) is a
+#: ``password-hash``. A locked hash (``!$6$...``) is one too: it is the hash of a real
+#: password, which an offline attack can recover.
+PASSWORD_FILE_NAMES: tuple[str, ...] = ("shadow", "shadow-", "gshadow", "gshadow-", "opasswd", "*shadow*.bak")
+PASSWORD_FILE_PATHS: tuple[str, ...] = ("/etc/passwd", "/etc/passwd-", "/var/backups/passwd.bak")
+
+#: By-name rules: ``(kind, test, glob)``, test ``name`` (base name) or ``path`` (whole path
+#: of the image). First match wins: these, then the per-build secrets, then
+#: :data:`NAME_RULES_AFTER`.
+NAME_RULES_FIRST: tuple[tuple[str, str, str], ...] = (
+    ("ssh-host-key", "path", "/etc/ssh/ssh_host_*"),
+    ("ssh-host-key", "name", "ssh_host_*_key"),
+    ("ssh-host-key", "name", "ssh_host_*_key.pub"),
+    ("ssh-host-key", "path", "*/dropbear/dropbear_*_host_key"),
+    *(("authorized-keys", "name", n) for n in AUTHORIZED_KEYS_FILES),
+    *(("shell-history", "name", n) for n in HISTORY_FILES),
+    ("shell-history", "path", "*/.ipython/profile_*/history.sqlite"),
+    ("aws-credentials", "path", "*/.aws/credentials"),
+    ("aws-credentials", "path", "*/.aws/cli/cache/*"),
+    ("aws-credentials", "path", "*/.aws/sso/cache/*"),
+    ("gcp-credentials", "path", "*/.config/gcloud/credentials.db"),
+    ("gcp-credentials", "path", "*/.config/gcloud/access_tokens.db"),
+    ("gcp-credentials", "path", "*/.config/gcloud/application_default_credentials.json"),
+    ("gcp-credentials", "path", "*/.config/gcloud/legacy_credentials/*"),
+    ("azure-credentials", "path", "*/.azure/accessTokens.json"),
+    ("azure-credentials", "path", "*/.azure/msal_token_cache.*"),
+    ("azure-credentials", "path", "*/.azure/service_principal_entries.*"),
+    *(("client-credentials", "name", n) for n in CLIENT_CREDENTIAL_NAMES),
+    ("client-credentials", "path", "*/.config/git/credentials"),
+    ("client-credentials", "path", "*/.subversion/auth/*"),
+    ("client-credentials", "path", "*/.svn/auth/*"),
+)
+#: By-name rules tried after the per-build secrets. ``password-file`` is internal (files
+#: whose fields are checked); ``service-database`` globs are files *in* a database.
+NAME_RULES_AFTER: tuple[tuple[str, str, str], ...] = (
+    ("machine-id", "path", "/etc/machine-id"),
+    ("machine-id", "path", "/var/lib/dbus/machine-id"),
+    ("private-key", "path", "/etc/ssl/private/*"),
+    ("openstack-secret", "name", ".erlang.cookie"),
+    ("openstack-secret", "path", "*/fernet-keys/*"),
+    ("openstack-secret", "path", "*/credential-keys/*"),
+    *(("service-database", "path", d + "/*") for d in SERVICE_DATABASES),
+    *(("password-file", "name", n) for n in PASSWORD_FILE_NAMES),
+    *(("password-file", "path", p) for p in PASSWORD_FILE_PATHS),
+)
+#: Every by-name rule (the audit's ``find`` tests).
+NAME_RULES = NAME_RULES_FIRST + NAME_RULES_AFTER
+#: By-name kinds reported even when the file is empty.
+REPORTED_WHEN_EMPTY = frozenset({"ssh-host-key"})
 
 #: Kinds whose files hold a secret: such a file readable by every user is also reported.
-SECRET_KINDS = frozenset({"private-key", "ssh-host-key", "cephx-keyring", "openstack-password", "aws-credentials", "build-secret"})
-
-# --- the patterns (never print what they match) -------------------------------------
-_NL = r"(?:\\r)?(?:\\n|\r?\n)"  # a real newline, or an escaped one (a key inside JSON)
-#: A PEM or OpenSSH private key: the header, optional RFC 1421 headers, then base64.
-PRIVATE_KEY_PCRE = (
-    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[ \t]*" + _NL
-    + r'(?:[ \t"]*[A-Za-z-]+:[^\n\\]*' + _NL + r")*"
-    + r'(?:[ \t"]*' + _NL + r")?"
-    + r'[ \t"]*[A-Za-z0-9+/=]{32,}'
+SECRET_KINDS = frozenset(
+    {
+        "private-key", "ssh-host-key", "cephx-keyring", "openstack-password", "openstack-secret", "password-hash",
+        "client-credentials", "aws-credentials", "gcp-credentials", "azure-credentials", "build-secret",
+    }
 )
-#: Without ``grep -P``: the header alone, at the end of a line or before an escaped newline.
-PRIVATE_KEY_ERE = r"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----[[:space:]]*($|\\n|\\r)"
-CEPHX_ERE = r"^[[:space:]]*key[[:space:]]*=[[:space:]]*AQ[A-Za-z0-9+/]{20,}"
-#: ``password = x``, ``admin_password = x``, ``memcache_secret_key = x``, ...
-OS_OPTION_ERE = r"^[[:space:]]*[A-Za-z0-9_]*(password|secret_key|shared_secret)[[:space:]]*=[[:space:]]*[^[:space:]]"
-#: ``SECRET_KEY = 'x...'``: a Django key given as a literal (an empty ``''`` is not one).
-DJANGO_KEY_ERE = r"""^[[:space:]]*SECRET_KEY[[:space:]]*=[[:space:]]*['"][^'"]"""
-#: ``connection = mysql+pymysql://user:PASS@host``, ``transport_url = rabbit://user:PASS@host``.
-OS_URL_ERE = r"^[[:space:]]*[^#;[:space:]][^=]*=.*://[^/:@[:space:]]*:[^/@[:space:]]+@"
-OPENRC_ERE = r"""^[[:space:]]*(export[[:space:]]+)?OS_PASSWORD=("[^"]+"|'[^']+'|[^[:space:]"'])"""
-CLOUDS_ERE = r"^[[:space:]]*password:[[:space:]]*[^[:space:]]"
-AKIA_PCRE = r"(?<![A-Za-z0-9])(?:AKIA|ASIA)(?![A-Z0-9]*EXAMPLE)[A-Z0-9]{16}(?![A-Za-z0-9])"
-AKIA_ERE = r"(^|[^A-Za-z0-9])(AKIA|ASIA)[A-Z0-9]{16}([^A-Za-z0-9]|$)"
-AWS_SECRET_PCRE = (
-    r"""(?i:aws_secret_access_key)["']?\s*[=:]\s*["']?(?![A-Za-z0-9/+]*EXAMPLE)[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])"""
-)
-AWS_SECRET_ERE = r"""aws_secret_access_key["']?[[:space:]]*[=:][[:space:]]*["']?[A-Za-z0-9/+]{40}"""
-
-#: The scrub's Python twins of :data:`OS_OPTION_ERE`, :data:`OS_URL_ERE` and
-#: :data:`DJANGO_KEY_ERE`: group 1 (and 2) keep everything but the secret, for ``re.sub``.
-PASSWORD_OPTION_RE = re.compile(r"^(\s*[A-Za-z0-9_]*(?:password|secret_key|shared_secret)\s*=\s*)\S.*$", re.M)
-URL_PASSWORD_RE = re.compile(r"^(\s*[^#;\s][^=]*=.*?://[^/:@\s]*:)[^/@\s]+(@)", re.M)
-DJANGO_KEY_RE = re.compile(r"""^(\s*SECRET_KEY\s*=\s*)(['"]).+$""", re.M)
-
-#: Content sections of the scan: kind, and the detail said about a match.
-CONTENT_SECTIONS: dict[str, tuple[str, str]] = {
-    "private-key": ("private-key", "PEM/OpenSSH private key"),
-    "cephx": ("cephx-keyring", "cephx secret (key = AQ...)"),
-    "os-option": ("openstack-password", "password option with a value"),
-    "os-url": ("openstack-password", "URL with a user:password@"),
-    "openrc": ("openstack-password", "OS_PASSWORD with a value"),
-    "clouds": ("openstack-password", "password: in a clouds.yaml"),
-    "django-key": ("openstack-password", "Django SECRET_KEY with a value"),
-    "aws-key-id": ("aws-credentials", "AWS access key id (AKIA...)"),
-    "aws-secret": ("aws-credentials", "aws_secret_access_key with a value"),
-}
 
 
 def build_secrets(settings: Settings | None = None) -> tuple[str, ...]:
@@ -147,24 +179,38 @@ def build_secrets(settings: Settings | None = None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(globs))
 
 
+def _matches(test: str, glob: str, path: str) -> bool:
+    return fnmatch.fnmatchcase(posixpath.basename(path) if test == "name" else path, glob)
+
+
 def name_kind(path: str, secrets: Sequence[str] = BUILD_SECRETS) -> str | None:
     """The kind of a file that is a secret by its path alone, or None.
+
+    A per-build secret (``secrets``) is ``build-secret`` (the scrub removes those) unless a
+    rule of :data:`NAME_RULES_FIRST` says more; ``password-file`` means "check its fields".
 
     Args:
         path: the path as on the image (without the audit's root prefix).
         secrets: the per-build secret globs.
     """
-    base = posixpath.basename(path)
-    if path.startswith("/etc/ssh/ssh_host_"):
-        return "ssh-host-key"
-    if base in AUTHORIZED_KEYS_FILES:
-        return "authorized-keys"
-    if base in HISTORY_FILES:
-        return "shell-history"
-    if path.endswith("/.aws/credentials"):
-        return "aws-credentials"
-    if path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
-        return "machine-id"
+    for kind, test, glob in NAME_RULES_FIRST:
+        if _matches(test, glob, path):
+            return kind
     if any(fnmatch.fnmatchcase(path, g) for g in secrets):
         return "build-secret"
+    for kind, test, glob in NAME_RULES_AFTER:
+        if _matches(test, glob, path):
+            return kind
+    return None
+
+
+def database_dir(path: str) -> tuple[str, str] | None:
+    """``(directory, what it is)`` of the service database holding ``path``, or None."""
+    for glob, what in SERVICE_DATABASES.items():
+        depth = glob.count("/")
+        parts = path.split("/")
+        if len(parts) > depth + 1:
+            directory = "/".join(parts[: depth + 1])
+            if fnmatch.fnmatchcase(directory, glob):
+                return directory, what
     return None

@@ -12,12 +12,21 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..target import command_line
-from .patterns import AUTHORIZED_KEYS_FILES, BUILD_SECRETS, HISTORY_FILES, PRUNED
+from .patterns import BUILD_SECRETS, NAME_RULES, PRUNED, PSEUDO_FSTYPES
 
 #: Starts a section of a script's output: ``@@NAME`` (a path always has a ``/``, a marker never).
 _MARK = "@@"
 #: ``find -printf`` format of a by-name record: ``MODE\\tSIZE\\tPATH\\0`` (mode in octal).
 _PRINTF = "%m\\t%s\\t%p\\0"
+#: Password fields that hold no password: locked without a hash, or no login at all.
+_NO_PASSWORD = ("", "*", "!", "!*", "!!")
+#: Prints ``ACCOUNTS\\tPATH`` for each password file with a hash (the accounts, comma-separated).
+HASHES_AWK = (
+    'BEGIN { split("' + " ".join(_NO_PASSWORD[1:]) + '", a, " "); for (i in a) none[a[i]] = 1; none[""] = 1 }'
+    " { f = (FILENAME ~ /opasswd$/) ? $4 : $2; p = (FILENAME ~ /(^|\\/)passwd[^\\/]*$/) }"
+    ' !(f in none) && !(p && f == "x") { n[FILENAME] = n[FILENAME] s[FILENAME] $1; s[FILENAME] = "," }'
+    ' END { for (x in n) printf "%s\\t%s\\n", n[x], x }'
+)
 
 
 def on_root(root: str, path: str) -> str:
@@ -34,12 +43,12 @@ def off_root(root: str, path: str) -> str:
     return path
 
 
-def prune_expr(root: str, dirs: Sequence[str]) -> list[str]:
-    """``find`` arguments that skip ``dirs`` of the image (``( -path D -o ... ) -prune -o``)."""
-    expr: list[str] = ["("]
-    for i, d in enumerate(dirs):
-        expr += (["-o"] if i else []) + ["-path", on_root(root, d)]
-    return expr + [")", "-prune", "-o"]
+def prune_expr(
+    root: str, dirs: Sequence[str] = PRUNED, fstypes: Sequence[str] = PSEUDO_FSTYPES, extra: Sequence[str] = ()
+) -> list[str]:
+    """``find`` arguments that skip ``dirs`` of the image, mounts of ``fstypes`` and the target paths ``extra``."""
+    tests = [("-path", on_root(root, d)) for d in dirs] + [("-path", p) for p in extra] + [("-fstype", t) for t in fstypes]
+    return [*_any_of(tests), "-prune", "-o"]
 
 
 def _any_of(tests: Sequence[tuple[str, str]]) -> list[str]:
@@ -49,18 +58,19 @@ def _any_of(tests: Sequence[tuple[str, str]]) -> list[str]:
     return expr + [")"]
 
 
+def name_tests(root: str, secrets: Sequence[str] = BUILD_SECRETS, kinds: Sequence[str] | None = None) -> list[str]:
+    """``find`` tests (``( -name X -o -path Y ... )``) for the by-name rules of ``kinds`` (all by default) and the build secrets."""
+    tests = [("-name" if test == "name" else "-path", glob if test == "name" or glob.startswith("*") else on_root(root, glob))
+             for kind, test, glob in NAME_RULES if kinds is None or kind in kinds]
+    if kinds is None or "build-secret" in kinds:
+        tests += [("-path", on_root(root, g)) for g in secrets]
+    return _any_of(tests)
+
+
 def names_command(root: str = "/", secrets: Sequence[str] = BUILD_SECRETS) -> str:
     """The ``find`` that lists files which are secrets by name: ``MODE\\tSIZE\\tPATH\\0`` records."""
     start = root if root.rstrip("/") else "/"
-    tests: list[tuple[str, str]] = [("-name", n) for n in AUTHORIZED_KEYS_FILES + HISTORY_FILES]
-    tests += [
-        ("-path", on_root(root, "/etc/ssh/ssh_host_*")),
-        ("-path", "*/.aws/credentials"),
-        ("-path", on_root(root, "/etc/machine-id")),
-        ("-path", on_root(root, "/var/lib/dbus/machine-id")),
-    ]
-    tests += [("-path", on_root(root, g)) for g in secrets]
-    return command_line(["find", start, *prune_expr(root, PRUNED), "-type", "f", *_any_of(tests), "-printf", _PRINTF])
+    return command_line(["find", start, *prune_expr(root), "-type", "f", *name_tests(root, secrets), "-printf", _PRINTF])
 
 
 def section_marker(name: str) -> str:

@@ -147,13 +147,13 @@ REC = ScanRecord
         ),
         # build-secret only when nothing more specific applies
         (
-            [REC("names", "/root/openrc", 0o600, 60), REC("openrc", "/root/openrc", 0o600, 60)],
+            [REC("names", "/root/openrc", 0o600, 60), REC("os-option", "/root/openrc", 0o600, 60)],
             {("/root/openrc", "openstack-password")},
         ),
         ([REC("names", "/root/openrc", 0o600, 60)], {("/root/openrc", "build-secret")}),
         # world-readable: secret-bearing kinds only (a history is not)
         (
-            [REC("openrc", "/root/openrc", 0o644, 60), REC("names", "/root/openrc", 0o644, 60)],
+            [REC("os-option", "/root/openrc", 0o644, 60), REC("names", "/root/openrc", 0o644, 60)],
             {("/root/openrc", "openstack-password"), ("/root/openrc", "world-readable-secret")},
         ),
         ([REC("names", "/root/.bash_history", 0o644, 10)], {("/root/.bash_history", "shell-history")}),
@@ -356,7 +356,7 @@ def test_world_readable_secret(tmp_path: Path) -> None:
         ("-----BEGIN RSA " + "PRIVATE KEY-----\n...\n-----END RSA PRIVATE KEY-----\n", None),  # elided docs example
         ("[client.x]\n    key = AQBJmVxmAAAAABAAk3Qq5qB7Zl2sZ0Vf3Gc9xw==\n", "cephx-keyring"),
         ("[client.x]\n    key =\n", None),
-        ("# key = AQBJmVxmAAAAABAAk3Qq5qB7Zl2sZ0Vf3Gc9xw==\n", None),
+        ("# key = AQBJmVxmAAAAABAAk3Qq5qB7Zl2sZ0Vf3Gc9xw==\n", "cephx-keyring"),  # a key in a comment is still a key
         (f"id={_akia()}", "aws-credentials"),
         (f"id=x{_akia()}", None),  # part of a longer word
         (f'"aws_secret_access_key": "{AWS_SECRET}"', "aws-credentials"),
