@@ -4,8 +4,14 @@ The last step before imaging. It removes the SSH host keys, every ``authorized_k
 (the build key included), shell histories, the per-build secrets of
 :data:`provision.image.patterns.BUILD_SECRETS`, the builder's logs and journal, temporary files and
 package caches; empties ``/etc/machine-id``; cleans cloud-init's instance state; locks
-root's password; and makes sshd refuse passwords and root passwords (the policy is
-:mod:`provision.image.sshd`).
+root's password and replaces every password hash in ``/etc/shadow``, its backups and
+``gshadow`` with ``!`` (:data:`PASSWORD_FILES`; ``usermod -L`` would keep the hash behind a
+``!``); removes RabbitMQ's Erlang cookie once the broker is stopped; and makes sshd refuse
+passwords and root passwords (the policy is :mod:`provision.image.sshd`).
+
+It runs twice in a build (:func:`provision.image.prepare.prepare_image`): after provisioning,
+and after the quiesce (:mod:`provision.image.quiesce`) for what the services wrote while
+they ran and stopped.
 
 How it is done: :func:`observe` runs one script on the target and parses what it prints
 (paths, sizes, sshd's configuration; never a secret); :func:`plan` turns that into
@@ -24,8 +30,9 @@ What it deliberately leaves:
   first boot's ``provision.ceph.boot.rotate_keys`` needs them (client.admin's above all)
   to give every key a new value. The audit reports them; the build allows them with
   :data:`provision.image.audit.CLUSTER_KEYRINGS` once that rotation is in the image.
-* Secrets it cannot know are build leftovers: a private key elsewhere, ``~/.aws/credentials``,
-  passwords in the OpenStack services' configuration files. Deleting those silently would
+* Secrets it cannot know are build leftovers: a private key elsewhere, ``~/.aws/credentials``
+  and other client or cloud credentials, passwords outside the OpenStack services'
+  configuration files (those the build's own step empties, :class:`ServicePasswordsStep`). Deleting those silently would
   hide a provisioning bug (and break services); the audit (:mod:`provision.image.audit`)
   reports them instead.
 
@@ -47,16 +54,9 @@ from ..exceptions import ProvisionError
 from ..settings import Settings
 from ..steps import StepResult
 from ..target import Target, command_line
-from .patterns import (
-    BUILD_SECRETS,
-    DJANGO_KEY_RE,
-    PASSWORD_OPTION_RE,
-    SERVICE_CONF_GLOBS,
-    URL_PASSWORD_RE,
-    build_secrets,
-    name_kind,
-)
-from .script import names_command, off_root, on_root, section_marker, split_sections
+from .content import DJANGO_KEY_RE, PASSWORD_OPTION_RE, URL_PASSWORD_RE
+from .patterns import BUILD_SECRETS, SERVICE_CONF_GLOBS, build_secrets, name_kind
+from .script import HASHES_AWK, names_command, off_root, on_root, section_marker, split_sections
 from .sshd import SSHD_DIR, SSHD_DROPIN, SSHD_MAIN, check_sshd, sshd_config_changes
 
 JOURNAL_DIR = "/var/log/journal"
@@ -72,6 +72,17 @@ _ROTATED = re.compile(r"(\.(gz|xz|bz2|zst|lz4|old)|\.[0-9]+)$")
 SYSLOG_UNITS = ("syslog.socket", "rsyslog.service", "syslog-ng.service")
 #: By-name kinds (see :func:`provision.image.patterns.name_kind`) the scrub removes.
 REMOVED_KINDS = ("build-secret", "shell-history", "authorized-keys", "ssh-host-key")
+#: The password files whose hashes the scrub replaces with ``!`` (locked, no hash): the
+#: audit reports any hash (a locked ``!$6$...`` too), here or in a copy elsewhere.
+PASSWORD_FILES = (
+    "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/passwd", "/etc/passwd-",
+    "/etc/security/opasswd", "/var/backups/shadow.bak", "/var/backups/gshadow.bak", "/var/backups/passwd.bak",
+)
+#: RabbitMQ's Erlang cookie: removed once the broker is stopped (its CLI needs it to stop
+#: it); the broker makes a random one at its next start, and the first boot's
+#: ``coa-openstack-secrets`` gives it this instance's.
+COOKIE_NAME = ".erlang.cookie"
+BROKER_UNITS = ("rabbitmq-server.service",)
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,9 @@ class Observed:
     sshd_files: dict[str, str] = field(default_factory=dict)
     sshd: bool = False
     syslog: list[str] = field(default_factory=list)
+    #: Password files with a hash in them: path -> the accounts (never a hash).
+    hashes: dict[str, list[str]] = field(default_factory=dict)
+    broker_active: bool = False
 
 
 def password_locked(status: str | None) -> bool:
@@ -159,6 +173,9 @@ def observe_command(root: str = "/", secrets: Sequence[str] = BUILD_SECRETS, liv
         command_line("if [ -f %s ]; then ", r("/etc/shadow"))
         + command_line(["awk", "-F:", '$1 == "root" { printf "%s:%d", substr($2, 1, 1), length($2) }', r("/etc/shadow")])
         + "; printf '\\0'; fi",
+        section_marker("password-hashes"),
+        "for f in " + " ".join(command_line("%s", r(p)) for p in PASSWORD_FILES) + "; do [ -f \"$f\" ] && printf '%s\\0' \"$f\"; done | "
+        + command_line(["xargs", "-0", "-r", "awk", "-F:", HASHES_AWK]) + " | tr '\\n' '\\0'",
         section_marker("sshd-files"),
         command_line("D=%s; for f in %s ", r(SSHD_DIR), r(SSHD_MAIN))
         + '"$D"/*.conf; do [ -f "$f" ] || continue; printf \'F%s\\0C\' "$f"; cat "$f"; printf \'\\0\'; done',
@@ -174,6 +191,8 @@ def observe_command(root: str = "/", secrets: Sequence[str] = BUILD_SECRETS, liv
             section_marker("syslog"),
             f"for u in {' '.join(SYSLOG_UNITS)}; do "
             "systemctl is-active --quiet \"$u\" 2>/dev/null && printf '%s\\0' \"$u\"; done",
+            section_marker("broker"),
+            f"for u in {' '.join(BROKER_UNITS)}; do systemctl is-active --quiet \"$u\" 2>/dev/null && printf 'active\\0'; done",
         ]
     steps.append(section_marker("end"))
     return "; ".join(steps)
@@ -195,6 +214,8 @@ def parse_observation(stdout: str, root: str = "/", secrets: Sequence[str] = BUI
         kind = name_kind(path, secrets)
         if kind in REMOVED_KINDS:
             obs.names.setdefault(kind, []).append(path)
+        elif kind == "openstack-secret" and path.rsplit("/", 1)[-1] == COOKIE_NAME:
+            obs.names.setdefault("erlang-cookie", []).append(path)
     obs.journal = [s(t) for t in sections.get("journal", [])]
     for token in sections.get("logs", []):
         size, path = token.split("\t", 1)
@@ -213,6 +234,10 @@ def parse_observation(stdout: str, root: str = "/", secrets: Sequence[str] = BUI
     obs.cloud_init_state = "state" in sections.get("cloud-init", [])
     obs.sshd = bool(sections.get("sshd"))
     obs.syslog = list(sections.get("syslog", []))
+    obs.broker_active = bool(sections.get("broker"))
+    for token in sections.get("password-hashes", []):
+        accounts, path = token.split("\t", 1)
+        obs.hashes[s(path)] = accounts.split(",")
     for value in obs.names.values():
         value.sort()
     return obs
@@ -266,11 +291,13 @@ def plan(obs: Observed, root: str = "/", live: bool = True) -> list[Action]:
         summary = f"wrote {path}" if path == SSHD_DROPIN else f"edited {path} so the drop-in wins"
         actions.append(Action(summary, path=path, content=text))
     if not password_locked(obs.root_password):
-        if live:
-            actions.append(Action("locked root's password", "usermod -L root"))
-        else:
-            sed = command_line(["sed", "-i", "-E", r"s/^root:([^:!*]*):/root:!\1:/", r("/etc/shadow")])
-            actions.append(Action("locked root's password", sed))
+        # sed, not usermod -L: that keeps the hash (``!$6$...``) and copies it to /etc/shadow-.
+        sed = command_line(["sed", "-i", "-E", r"s/^root:[^:]*:/root:!:/", r("/etc/shadow")])
+        actions.append(Action("locked root's password", sed))
+    actions += hash_actions(obs.hashes, root)
+    cookies = obs.names.get("erlang-cookie", [])
+    if cookies and not (live and obs.broker_active):
+        remove(cookies, "removed RabbitMQ's Erlang cookie (the broker makes a new one; first boot gives it this instance's)")
     remove(obs.tmp, "removed temporary files", recursive=True)
     if obs.apt:
         if live:
@@ -298,6 +325,28 @@ def plan(obs: Observed, root: str = "/", live: bool = True) -> list[Action]:
             steps.append("{ journalctl --relinquish-var || journalctl --rotate || true; } >/dev/null 2>&1")
         steps.append(command_line(["rm", "-rf", "--", *[r(p) for p in obs.journal]]))
         actions.append(Action(f"removed the journal ({len(obs.journal)} entries of {JOURNAL_DIR})", "; ".join(steps)))
+    return actions
+
+
+_ACCOUNT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*[$]?$")
+
+
+def hash_actions(hashes: dict[str, list[str]], root: str = "/") -> list[Action]:
+    """Replace every password hash of ``hashes`` (path -> accounts) with ``!``: locked, no hash (pure).
+
+    ``opasswd`` (old passwords of pam_pwhistory) is emptied.
+    """
+    actions = []
+    for path, accounts in sorted(hashes.items()):
+        if path.endswith("opasswd"):
+            cmd = command_line(": > %s", on_root(root, path))
+        else:
+            names = [a for a in accounts if _ACCOUNT.match(a)]  # anything else stays for the audit to report
+            if not names:
+                continue
+            exprs = [e for name in names for e in ("-e", f"s/^{name.replace('.', '[.]')}:[^:]*:/{name}:!:/")]
+            cmd = command_line(["sed", "-i", "-E", *exprs, on_root(root, path)])
+        actions.append(Action(f"removed the password hashes of {', '.join(accounts)} in {path} (locked)", cmd))
     return actions
 
 

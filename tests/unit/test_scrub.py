@@ -184,7 +184,8 @@ def test_scrub_tree_then_audit(tmp_path: Path) -> None:
     assert (tmp_path / "var/log/journal").is_dir() and not any((tmp_path / "var/log/journal").iterdir())
     assert (tmp_path / "tmp/systemd-private-1-x/tmp/keep").exists() and not (tmp_path / "tmp/build.tar").exists()
     assert sorted(os.listdir(tmp_path / "var/lib/apt/lists")) == ["lock"]
-    assert (tmp_path / "etc/shadow").read_text().startswith("root:!$6$")
+    # root is locked and keeps no hash: a locked hash (!$6$...) is still a finding of the audit
+    assert (tmp_path / "etc/shadow").read_text().startswith("root:!:")
     assert (tmp_path / SSHD_DROPIN.lstrip("/")).read_text() == render_sshd_dropin()
     assert (tmp_path / "etc/ssh/sshd_config.d/10-x.conf").read_text().startswith(NEUTRALISED)
 
@@ -210,3 +211,50 @@ def test_scrub_dry_run_changes_nothing(tmp_path: Path) -> None:
 )
 def test_plan_table(observed: Observed, live: bool, summaries: list[str]) -> None:
     assert [a.summary for a in plan(observed, "/", live)] == summaries
+
+
+# --- password hashes and the Erlang cookie ------------------------------------------
+HASH = "$6$" + "salt$" + "h" * 86
+
+
+def test_scrub_removes_every_password_hash(tmp_path: Path) -> None:
+    shadow = f"root:{HASH}:19000:0:99999:7:::\nadmin:!:19000::::::\nbob:!{HASH}:19000::::::\nsvc.user:{HASH}:1::::::\n"
+    plant(tmp_path, "/etc/shadow", shadow, 0o640)
+    plant(tmp_path, "/etc/shadow-", shadow, 0o600)
+    plant(tmp_path, "/etc/gshadow", f"root:*::\nstaff:{HASH}::\n", 0o640)
+    plant(tmp_path, "/var/backups/shadow.bak", shadow, 0o600)
+    plant(tmp_path, "/etc/security/opasswd", f"bob:1001:1:{HASH}\n", 0o600)
+    assert {k for _, k in found(tmp_path)} == {"password-hash"}
+    result = scrub(LocalTarget(), Settings(), str(tmp_path))
+    assert "bob" in result.detail and HASH not in result.detail
+    assert found(tmp_path) == set()
+    lines = (tmp_path / "etc/shadow").read_text().splitlines()
+    assert lines == ["root:!:19000:0:99999:7:::", "admin:!:19000::::::", "bob:!:19000::::::", "svc.user:!:1::::::"]
+    assert (tmp_path / "etc/shadow").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "etc/security/opasswd").read_text() == ""
+    assert not scrub(LocalTarget(), Settings(), str(tmp_path)).changed
+
+
+def test_parse_observation_of_hashes_and_broker() -> None:
+    out = "@@names\x00@@password-hashes\x00root,bob\t/r/etc/shadow\x00bob\t/r/var/backups/shadow.bak\x00@@broker\x00active\x00@@end\x00"
+    obs = parse_observation(out, "/r")
+    assert obs.hashes == {"/etc/shadow": ["root", "bob"], "/var/backups/shadow.bak": ["bob"]}
+    assert obs.broker_active
+
+
+@pytest.mark.parametrize(
+    "live, broker_active, removed",
+    [(False, False, True), (True, False, True), (True, True, False)],  # the broker's CLI needs the cookie to stop it
+)
+def test_erlang_cookie_goes_once_the_broker_is_stopped(live: bool, broker_active: bool, removed: bool) -> None:
+    obs = Observed(machine_id_size=0, names={"erlang-cookie": ["/var/lib/rabbitmq/.erlang.cookie"]}, broker_active=broker_active)
+    summaries = [a.summary for a in plan(obs, "/", live)]
+    assert any("Erlang cookie" in s for s in summaries) is removed
+
+
+def test_scrub_removes_the_cookie_from_a_tree(tmp_path: Path) -> None:
+    plant(tmp_path, "/etc/machine-id", "", 0o444)
+    plant(tmp_path, "/var/lib/rabbitmq/.erlang.cookie", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", 0o400)
+    assert found(tmp_path) == {("/var/lib/rabbitmq/.erlang.cookie", "openstack-secret")}
+    scrub(LocalTarget(), Settings(), str(tmp_path))
+    assert not (tmp_path / "var/lib/rabbitmq/.erlang.cookie").exists() and found(tmp_path) == set()
