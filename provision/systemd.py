@@ -85,3 +85,28 @@ def unit_states(target: Target, units: Sequence[str]) -> dict[str, tuple[str, st
         fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         states[unit] = (fields.get("ActiveState", ""), fields.get("Result", ""))
     return states
+
+
+#: Unit states that are (or are becoming) a running unit.
+_RUNNING_STATES = ("active", "activating", "reloading", "deactivating")
+
+
+def stop_units(target: Target, units: Sequence[str], timeout: int = START_TIMEOUT_S) -> list[str]:
+    """Stop the units among ``units`` that run (unknown units are skipped); return those stopped.
+
+    One bounded ``systemctl stop`` for all of them (systemd orders the stop jobs itself).
+
+    Raises:
+        ProvisionError: a unit still runs after the stop.
+    """
+    running = [u for u, (state, _) in unit_states(target, units).items() if state in _RUNNING_STATES]
+    if not running:
+        return []
+    target.run(bounded(["systemctl", "stop", *running], timeout))
+    left = [u for u, (state, _) in unit_states(target, running).items() if state in _RUNNING_STATES]
+    if left:
+        raise ProvisionError(
+            f"Units still running after systemctl stop: {' '.join(left)}",
+            hint=f"see `systemctl status {left[0]}` and its journal",
+        )
+    return running

@@ -1,7 +1,20 @@
-"""Prepare a builder for imaging: provision it, scrub it, and let the audit gate the image.
+"""Prepare a builder for imaging: provision, scrub, audit, quiesce, scrub again, and the final audit as the gate.
 
 One function for both worlds: ``build.ami`` calls it over SSH on a real EC2 builder and on
-the simulation's builder alike.
+the simulation's builder alike. The order, and why:
+
+1. **provision** the builder;
+2. **scrub** (the build's OpenStack passwords, then :class:`~provision.image.scrub.ScrubStep`)
+   and a first **audit** while the services still run: a finding fails the build early;
+3. **quiesce** (:class:`~provision.image.quiesce.QuiesceStep`): every service of the image that
+   writes is stopped, the journal moved to ``/run``;
+4. **scrub** again: what the services wrote while running and stopping (logs, journal,
+   temporary files) and what only a stopped service lets go (RabbitMQ's Erlang cookie);
+5. the **final audit**, with nothing left to write: any finding raises
+   :class:`~provision.exceptions.AuditFailed`, so ``build.ami`` never stops the builder
+   for an image, never calls ``create_image`` and never publishes.
+
+The simulation audits once more, on the committed image itself (``sim.image_audit``).
 """
 
 from __future__ import annotations
@@ -11,22 +24,51 @@ from ..settings import Settings
 from ..steps import Log, run_steps
 from ..target import Target
 from .audit import CLUSTER_KEYRINGS, AuditReport, audit, require_clean
+from .quiesce import QuiesceStep
 from .scrub import ScrubStep, ServicePasswordsStep
 
+#: The service databases the first boot of every instance renews the credentials of: MariaDB's
+#: users and the services' passwords (``coa-openstack-secrets``), RabbitMQ's users (the same
+#: job), every cephx key in the monitor's store (``coa-ceph-keys``). What they hold of the
+#: build is no longer valid on any instance by the time a service is reachable.
+ROTATED_DATABASES: tuple[str, ...] = (
+    "service-database:/var/lib/mysql",
+    "service-database:/var/lib/rabbitmq/mnesia",
+    "service-database:/var/lib/ceph/mon/*/store.db",
+)
 #: What the gate allows: the cluster's own keyrings, which every instance's first boot
-#: replaces (coa-ceph-keys rotates every cephx key, mon. included) before anything uses them.
-IMAGE_ALLOW: tuple[str, ...] = CLUSTER_KEYRINGS
+#: replaces (coa-ceph-keys rotates every cephx key, mon. included) before anything uses them,
+#: and the databases of :data:`ROTATED_DATABASES`. Every allowed finding stays in the report.
+IMAGE_ALLOW: tuple[str, ...] = CLUSTER_KEYRINGS + ROTATED_DATABASES
+#: Allowed by the first audit only: what the second scrub removes once its service is stopped.
+WHILE_RUNNING: tuple[str, ...] = ("openstack-secret:*/.erlang.cookie",)
 
 
-def prepare_image(target: Target, settings: Settings, profile: str, log: Log = print) -> AuditReport:
-    """Provision ``target``, scrub it, then audit it; raise AuditFailed on any finding.
-
-    The scrub removes host keys and every authorized key, so the caller must keep the
-    connection it provisioned over open until the audit is done.
-    """
-    provision(target, settings, profile, log=log)
-    run_steps(target, settings, [ServicePasswordsStep(), ScrubStep()], log)
-    report = audit(target, settings, allow=IMAGE_ALLOW)
+def final_audit(target: Target, settings: Settings, log: Log = print, root: str = "/", what: str = "final audit") -> AuditReport:
+    """The gate: audit with :data:`IMAGE_ALLOW` only, log the report, raise AuditFailed on any finding."""
+    report = audit(target, settings, root=root, allow=IMAGE_ALLOW)
+    log(f"==> {what}")
     for line in report.lines():
         log(line)
     return require_clean(report)
+
+
+def prepare_image(target: Target, settings: Settings, profile: str, log: Log = print) -> AuditReport:
+    """Provision ``target``, scrub and audit it, quiesce it, scrub it again, then the final audit (the gate).
+
+    The scrub removes host keys and every authorized key, so the caller must keep the
+    connection it provisioned over open until the final audit is done; after it, nothing of
+    the image runs but sshd and systemd, and the caller stops the builder.
+
+    Raises:
+        AuditFailed: the first or the final audit found something that must not be in a public image.
+    """
+    provision(target, settings, profile, log=log)
+    run_steps(target, settings, [ServicePasswordsStep(), ScrubStep()], log)
+    first = audit(target, settings, allow=IMAGE_ALLOW + WHILE_RUNNING)
+    log("==> audit (services running)")
+    for line in first.lines():
+        log(line)
+    require_clean(first)
+    run_steps(target, settings, [QuiesceStep(profile), ScrubStep()], log)
+    return final_audit(target, settings, log)
