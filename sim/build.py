@@ -5,6 +5,11 @@ container at the instance's private IP; the build reaches it over SSH with the t
 pair moto holds (the sim's cloud-init stand-in installs it from the metadata, as cloud-init
 does on EC2); ``create_image`` happens on moto and the sim keeps the stopped builder's disk as
 that AMI's content, so ``sim.up --ami ID`` boots it and every first-boot job runs as on EC2.
+
+The gate runs twice: on the quiesced builder over SSH (as on EC2, the final audit of
+:func:`provision.image.prepare.prepare_image`), and, right after the commit, on the committed
+image itself (:func:`sim.image_audit.audit_image`): a finding there fails the build, the
+image is forgotten and nothing is published.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from provision.steps import Log
 
 from .cloud import GATEWAY
 from .daemon import FAKE_CREDENTIALS
+from .image_audit import audit_image
 from .lifecycle import Sim
 
 
@@ -78,10 +84,14 @@ def build_ami_sim(
         sim.boot_instance(host.instance_id)  # EC2 boots the instance; in the sim, this does
         return tcp_open(host.address, host.port)
 
+    def image_and_audit(ami: str, instance_id: str) -> None:
+        sim.image_instance(instance_id, ami)  # EC2 snapshots the stopped builder's disks; in the sim, this does
+        audit_image(sim.docker, sim.state, ami, settings, log=log)  # the gate, on what became the AMI
+
     try:
         return build(
             options, lambda host: provision_builder(host, settings, profile, log=log), session=session, endpoint_url=sim.state.endpoint,
-            ssh_probe=probe, on_image_created=lambda ami, iid: sim.image_instance(iid, ami), log=log,
+            ssh_probe=probe, on_image_created=image_and_audit, log=log,
         )
     finally:
         if on_error != "abort":

@@ -44,6 +44,10 @@ class SimHandle:
         """The current instance's container name."""
         return self._sim.state.container
 
+    def image_of(self, ami: str) -> tuple[str, str | None]:
+        """The Docker image and the data-disk volume the sim keeps as the content of ``ami``."""
+        return self._sim.state.images[ami], self._sim.state.disks.get(ami)
+
     def status(self) -> dict[str, Any]:
         """Same as `invoke sim.status --json`."""
         return self._sim.status()
