@@ -207,20 +207,22 @@ def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_err
         "key": "private key file for an ssh:// target (default: the SSH agent)",
         "allow": "allow findings matching GLOB or KIND:GLOB (repeatable); nothing is allowed by default",
         "cluster-keyrings": "allow the Ceph cluster's keyrings, which the image's first boot rotates per instance",
+        "image": "allow what the build's gate allows (the cluster's keyrings and the databases first boot renews)",
     },
 )
 @friendly
-def audit(c, target=None, key=None, allow=None, cluster_keyrings=False):
+def audit(c, target=None, key=None, allow=None, cluster_keyrings=False, image=False):
     """Scan a host for anything that must not be in a public image; non-zero exit with a report."""
     from provision.image.audit import CLUSTER_KEYRINGS, require_clean
     from provision.image.audit import audit as run_audit
+    from provision.image.prepare import IMAGE_ALLOW
     from provision.target import from_spec
 
     if not target:
         raise Exit("error: give --target docker://NAME or ssh://USER@HOST[:PORT]", code=1)
     settings = _settings(c)
     options = {"key_filename": key} if target.startswith("ssh://") else {}
-    allowed = list(allow or []) + (list(CLUSTER_KEYRINGS) if cluster_keyrings else [])
+    allowed = list(allow or []) + (list(CLUSTER_KEYRINGS) if cluster_keyrings else []) + (list(IMAGE_ALLOW) if image else [])
     with from_spec(target, **options) as t:
         report = run_audit(t, settings, allow=allowed)
     print("\n".join(report.lines()))

@@ -63,6 +63,9 @@ BUILD_SECRETS: tuple[str, ...] = (
     "/etc/libvirt/secrets/*.base64",
     # The dashboard package's own Django key store (made on first use; ours is per instance).
     "/var/lib/openstack-dashboard/secret-key/*",
+    # systemd-creds' host key (made again on first use): credentials sealed with it on one
+    # instance would open on every other.
+    "/var/lib/systemd/credential.secret",
 )
 
 #: Virtual file systems, by path: never scanned (not part of any disk image).
