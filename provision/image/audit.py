@@ -7,7 +7,7 @@ The audit runs one shell script on the target (:mod:`provision.image.scan`) that
 skipped and listed). It finds every kind of :data:`~provision.image.patterns.KINDS`:
 
 * by *name* (:data:`~provision.image.patterns.NAME_RULES`): SSH host keys, authorized
-  keys, shell and tool histories, AWS/GCP/Azure credential files, client credential
+  keys, shell and tool histories, the journal, AWS/GCP/Azure credential files, client credential
   files (``.pgpass``, ``.mylogin.cnf``, ``.git-credentials``, ``.netrc``, Subversion's
   auth store), ``/etc/ssl/private/*``, RabbitMQ's Erlang cookie, Fernet/credential key
   repositories, the databases' data directories, a non-empty machine-id, the per-build
@@ -198,6 +198,7 @@ _NAME_DETAILS = {
     "client-credentials": "client credential file (database, VCS or netrc)",
     "private-key": "file in /etc/ssl/private (a TLS private key)",
     "machine-id": "non-empty: every instance from the image would share this id",
+    "journal": "the builder's journal ({size} bytes): every unit's log lines (binary; long fields may be compressed)",
     "build-secret": "per-build secret (BUILD_SECRETS): regenerated per instance, removed by the scrub",
 }
 

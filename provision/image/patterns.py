@@ -34,6 +34,7 @@ KINDS = (
     "gcp-credentials",
     "azure-credentials",
     "service-database",
+    "journal",
     "machine-id",
     "build-secret",
     "world-readable-secret",
@@ -150,6 +151,8 @@ NAME_RULES_FIRST: tuple[tuple[str, str, str], ...] = (
 #: By-name rules tried after the per-build secrets. ``password-file`` is internal (files
 #: whose fields are checked); ``service-database`` globs are files *in* a database.
 NAME_RULES_AFTER: tuple[tuple[str, str, str], ...] = (
+    # Binary: every unit's log lines of the build (the console's admin password line too).
+    ("journal", "path", "/var/log/journal/*"),
     ("machine-id", "path", "/etc/machine-id"),
     ("machine-id", "path", "/var/lib/dbus/machine-id"),
     ("private-key", "path", "/etc/ssl/private/*"),

@@ -71,7 +71,7 @@ def test_nothing_else_is_found_and_no_secret_is_shown(report: AuditReport) -> No
     assert {k for p in PLANTS for k in p.kinds} >= {
         "private-key", "ssh-host-key", "authorized-keys", "shell-history", "cephx-keyring", "openstack-password",
         "openstack-secret", "password-hash", "client-credentials", "aws-credentials", "gcp-credentials",
-        "azure-credentials", "service-database", "machine-id", "build-secret", "world-readable-secret",
+        "azure-credentials", "service-database", "journal", "machine-id", "build-secret", "world-readable-secret",
     }
     text = "\n".join(report.lines())
     assert MARK not in text and MARK.upper() not in text
