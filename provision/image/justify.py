@@ -18,6 +18,8 @@ and package names printed) and every file let through is listed in the report's
   BlueStore's label. It holds the cluster's objects (here the golden guest disk, built
   from distribution packages, and volumes cloned from it); every cephx key is in the
   monitor's store and the keyrings, which are audited.
+* **A snap package** (``snap``): a squashfs file under ``/var/lib/snapd`` (magic checked): the
+  image of a snap mounted under ``/snap`` (skipped, and listed, by the scan), as published.
 * **udev's hardware database** (``hwdb``): ``hwdb.bin`` with its magic, compiled from packaged files.
 * **A package's maintainer scripts** (``dpkg-control``): ``/var/lib/dpkg/info/PKG.*`` of a
   package dpkg lists as installed (dpkg keeps them as shipped in the ``.deb``).
@@ -37,10 +39,11 @@ SPECIAL_REASONS = {
     "bluestore": "a BlueStore device (label checked): the cluster's objects, here the golden guest disk",
     "initramfs": "initramfs made by update-initramfs on this disk (sha1 as recorded): built from audited files",
     "hwdb": "udev's hardware database (magic checked), compiled from packaged hwdb.d files",
+    "snap": "a snap package (squashfs, magic checked): as published in the Snap Store, verified by snapd",
     "dpkg-control": "maintainer script or control file of an installed package (dpkg keeps them as shipped)",
 }
 #: Tags that justify only a file too large to read (the others justify content findings too).
-LARGE_ONLY = frozenset({"bluestore", "initramfs", "hwdb"})
+LARGE_ONLY = frozenset({"bluestore", "initramfs", "hwdb", "snap"})
 
 _AWK_MD5SUMS = '{ print FILENAME ":" $0 }'
 _AWK_CONFFILES = (
@@ -113,6 +116,8 @@ _SPECIAL = r"""for f; do case "$f" in
     [ -n "$s" ] && [ "$s" = "$r" ] && printf 'initramfs\t%s\0' "$f";;
   usr/lib/udev/hwdb.bin|lib/udev/hwdb.bin|etc/udev/hwdb.bin)
     [ "$(head -c 8 -- "$f" 2>/dev/null)" = "KSLPHHRH" ] && printf 'hwdb\t%s\0' "$f";;
+  var/lib/snapd/snaps/*.snap|var/lib/snapd/seed/snaps/*.snap|var/lib/snapd/cache/*)
+    [ "$(head -c 4 -- "$f" 2>/dev/null)" = "hsqs" ] && printf 'snap\t%s\0' "$f";;
   var/lib/dpkg/info/*.*)
     b=${f##*/}; p=${b%.*}; p=${p%%:*}
     st=$(awk -v p="$p" '$0 == "Package: " p { f = 1; next } f && /^Status:/ { print $2, $3, $4; exit } /^$/ { f = 0 }' var/lib/dpkg/status 2>/dev/null)

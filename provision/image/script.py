@@ -67,10 +67,10 @@ def name_tests(root: str, secrets: Sequence[str] = BUILD_SECRETS, kinds: Sequenc
     return _any_of(tests)
 
 
-def names_command(root: str = "/", secrets: Sequence[str] = BUILD_SECRETS) -> str:
-    """The ``find`` that lists files which are secrets by name: ``MODE\\tSIZE\\tPATH\\0`` records."""
+def names_command(root: str = "/", secrets: Sequence[str] = BUILD_SECRETS, kinds: Sequence[str] | None = None) -> str:
+    """The ``find`` that lists files which are secrets by name (of ``kinds``; all by default): ``MODE\\tSIZE\\tPATH\\0`` records."""
     start = root if root.rstrip("/") else "/"
-    return command_line(["find", start, *prune_expr(root), "-type", "f", *name_tests(root, secrets), "-printf", _PRINTF])
+    return command_line(["find", start, *prune_expr(root), "-type", "f", *name_tests(root, secrets, kinds), "-printf", _PRINTF])
 
 
 def section_marker(name: str) -> str:

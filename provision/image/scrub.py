@@ -148,7 +148,7 @@ def observe_command(root: str = "/", secrets: Sequence[str] = BUILD_SECRETS, liv
     steps = [
         "export LC_ALL=C",
         section_marker("names"),
-        names_command(root, secrets) + " 2>/dev/null",
+        names_command(root, secrets, (*REMOVED_KINDS, "openstack-secret")) + " 2>/dev/null",
         section_marker("journal"),
         _entries(r(JOURNAL_DIR)),
         section_marker("logs"),

@@ -250,12 +250,14 @@ def test_known_binary_types_over_the_bound(tmp_path: Path) -> None:
     initrd = write(tmp_path, "/boot/initrd.img-6.1.0-cloud-amd64", initrd_data, 0o600)
     write(tmp_path, "/var/lib/initramfs-tools/6.1.0-cloud-amd64", hashlib.sha1(initrd_data).hexdigest() + "  /boot/initrd.img-6.1.0-cloud-amd64\n")
     other_initrd = write(tmp_path, "/boot/initrd.img-6.2", initrd_data, 0o600)  # no recorded sha1
+    snap = write(tmp_path, "/var/lib/snapd/snaps/core22_1380.snap", b"hsqs" + b"\x00" * bound)
     report = audit(LocalTarget(), root=str(tmp_path), max_bytes=bound)
     assert {(f.path, f.kind) for f in report.findings} == {(fake_block, "unscanned-large-file"), (other_initrd, "unscanned-large-file")}
     allowed = _allowed(report)
     assert "BlueStore" in allowed[(block, "unscanned-large-file")]
     assert "hardware database" in allowed[(hwdb, "unscanned-large-file")]
     assert "initramfs" in allowed[(initrd, "unscanned-large-file")]
+    assert "snap package" in allowed[(snap, "unscanned-large-file")]
 
 
 def test_maintainer_scripts_of_installed_packages(tmp_path: Path) -> None:
