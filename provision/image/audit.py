@@ -263,12 +263,14 @@ def _record_finding(rec: ScanRecord, scan: ScanOutput, secrets: Sequence[str], m
 
 def _databases(scan: ScanOutput) -> list[Finding]:
     """One ``service-database`` finding per database directory with files in it."""
-    counts: dict[str, list[str | int]] = {}
+    files: dict[str, int] = {}
+    what: dict[str, str] = {}
     for rec in scan.records:
         where = database_dir(rec.path) if rec.section == "names" else None
         if where is not None:
-            counts.setdefault(where[0], [where[1], 0])[1] = int(counts.get(where[0], ["", 0])[1]) + 1
-    return [Finding(d, "service-database", f"{what} ({n} files)", "name") for d, (what, n) in counts.items()]
+            files[where[0]] = files.get(where[0], 0) + 1
+            what[where[0]] = where[1]
+    return [Finding(d, "service-database", f"{what[d]} ({n} files)", "name") for d, n in files.items()]
 
 
 def findings_from_scan(

@@ -46,8 +46,8 @@ WHILE_RUNNING: tuple[str, ...] = ("openstack-secret:*/.erlang.cookie",)
 
 def final_audit(target: Target, settings: Settings, log: Log = print, root: str = "/", what: str = "final audit") -> AuditReport:
     """The gate: audit with :data:`IMAGE_ALLOW` only, log the report, raise AuditFailed on any finding."""
-    report = audit(target, settings, root=root, allow=IMAGE_ALLOW)
     log(f"==> {what}")
+    report = audit(target, settings, root=root, allow=IMAGE_ALLOW)
     for line in report.lines():
         log(line)
     return require_clean(report)
@@ -65,8 +65,8 @@ def prepare_image(target: Target, settings: Settings, profile: str, log: Log = p
     """
     provision(target, settings, profile, log=log)
     run_steps(target, settings, [ServicePasswordsStep(), ScrubStep()], log)
-    first = audit(target, settings, allow=IMAGE_ALLOW + WHILE_RUNNING)
     log("==> audit (services running)")
+    first = audit(target, settings, allow=IMAGE_ALLOW + WHILE_RUNNING)
     for line in first.lines():
         log(line)
     require_clean(first)

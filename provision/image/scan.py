@@ -57,7 +57,7 @@ def _grep_section(section: Section, pcre: bool) -> str:
     return _tmp(" | ".join([source, grep, stat]))
 
 
-def _content_steps(pcre_sections: bool = True) -> list[str]:
+def _content_steps() -> list[str]:
     """The prefilter, then one step per content section (``-P`` where grep has it)."""
     prefilter = ["xargs", "-0", "-r", "grep", "-laZ", "-i", "-E", *[a for p in PREFILTER for a in ("-e", p)], "--"]
     steps = [_tmp(command_line(prefilter) + f" < {_T}/content > {_T}/cand")]
