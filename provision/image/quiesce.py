@@ -6,10 +6,11 @@ in groups and in this order (each group one bounded ``systemctl stop``, see
 :func:`provision.systemd.stop_units`):
 
 1. what starts work by itself: timers, cron, unattended upgrades, the apt and logrotate jobs;
-2. the OpenStack services (the profile's units, the dashboard's Apache included), then the
-   running guests (``virsh destroy``: an EC2 stop would end them the same way), then
+2. the OpenStack services (the profile's units, the dashboard's Apache included, and what
+   their agents left running, such as Neutron's dnsmasq), then the running guests (``virsh destroy``: an EC2 stop would end them the same way), then
    libvirt's daemons and sockets (a socket would start a daemon again);
-3. RabbitMQ and MariaDB, then the Ceph daemons (OSDs, manager, monitor), memcached;
+3. RabbitMQ, MariaDB and memcached, then the Ceph daemons (the OSDs and the manager, then the
+   monitor);
 4. the syslog daemons; then the journal is flushed, rotated and moved to ``/run``
    (``journalctl --relinquish-var``), so nothing writes to ``/var/log/journal`` any more.
 
@@ -58,8 +59,9 @@ def quiesce_groups(settings: Settings, os_profile: OpenStackProfile) -> list[tup
         ("schedulers", SCHEDULERS),
         ("OpenStack", tuple(reversed(os_profile.service_units))),
         ("libvirt", (os_profile.libvirt_unit, *LIBVIRT_UNITS)),
-        ("infrastructure", (os_profile.broker_unit, os_profile.database_unit)),
-        ("Ceph", (*reversed(ceph_units(c.mon_id, c.mgr_id, c.osd_count)), "ceph-crash.service", "memcached.service")),
+        ("infrastructure", (os_profile.broker_unit, os_profile.database_unit, "memcached.service")),
+        ("Ceph OSDs and manager", ("ceph-crash.service", *reversed(ceph_units(c.mon_id, c.mgr_id, c.osd_count)[1:]))),
+        ("Ceph monitor", ceph_units(c.mon_id, c.mgr_id, c.osd_count)[:1]),
         ("syslog", SYSLOG_UNITS),
     ]
 
@@ -95,6 +97,9 @@ class QuiesceStep:
             stopped = stop_units(target, list(dict.fromkeys(units)), self.timeout)
             if stopped:
                 did.append(f"stopped {what}: {' '.join(stopped)}")
+            if what == "OpenStack" and stopped:
+                # Agents may leave children behind (Neutron's dnsmasq with KillMode=process): end them too.
+                target.run(bounded(["systemctl", "kill", "--kill-who=all", "--signal=SIGTERM", *stopped], 60), check=False)
         if did:
             target.run(bounded(["sh", "-c", JOURNAL], 120), check=False)
             did.append("journal flushed, rotated and moved to /run")

@@ -42,6 +42,9 @@ class FakeHost(Target):
             self.events.append("stop " + " ".join(argv[2:]))
             self.running -= set(argv[2:]) - self.stubborn
             return 0, b"", b""
+        if argv[:2] == ["systemctl", "kill"]:
+            self.events.append("kill " + " ".join(a for a in argv[2:] if not a.startswith("-")))
+            return 0, b"", b""
         if argv[:2] == ["systemctl", "list-units"]:
             timers = sorted(u for u in self.running if u.endswith(".timer"))
             return 0, "".join(f"{t} loaded active waiting x\n" for t in timers).encode(), b""
@@ -75,7 +78,8 @@ def test_quiesce_stops_in_order_and_leaves_sshd() -> None:
     assert _index(e, "apt-daily.timer") < _index(e, "cron.service") < _index(e, "nova-compute.service")
     assert _index(e, "nova-compute.service") < _index(e, "destroy") < _index(e, "libvirtd.service")
     assert _index(e, "libvirtd.service") < _index(e, "rabbitmq-server.service") < _index(e, "ceph-osd@0.service")
-    assert _index(e, "ceph-osd@0.service") <= _index(e, "ceph-mon@a.service") < _index(e, "rsyslog.service") < e.index("journal")
+    assert _index(e, "ceph-osd@0.service") < _index(e, "ceph-mon@a.service") < _index(e, "rsyslog.service") < e.index("journal")
+    assert e[_index(e, "nova-compute.service") + 1].startswith("kill ")  # what the OpenStack units left running
     again = QuiesceStep("debian-12").apply(host, Settings())
     assert not again.changed and again.detail == "nothing of the image's was running"
 
@@ -88,9 +92,10 @@ def test_quiesce_fails_when_a_unit_does_not_stop() -> None:
 
 def test_quiesce_groups_follow_the_profile_and_the_cluster() -> None:
     groups = dict(quiesce_groups(Settings().replace(ceph={"osd_count": 2}), profile("debian-12")))
-    assert groups["Ceph"][:4] == ("ceph-osd@1.service", "ceph-osd@0.service", "ceph-mgr@x.service", "ceph-mon@a.service")
+    assert groups["Ceph OSDs and manager"] == ("ceph-crash.service", "ceph-osd@1.service", "ceph-osd@0.service", "ceph-mgr@x.service")
+    assert groups["Ceph monitor"] == ("ceph-mon@a.service",)
     assert set(profile("debian-12").service_units) <= set(groups["OpenStack"])
-    assert groups["infrastructure"] == ("rabbitmq-server.service", "mariadb.service")
+    assert groups["infrastructure"] == ("rabbitmq-server.service", "mariadb.service", "memcached.service")
 
 
 # --- the gate's allow-list ------------------------------------------------------------------
