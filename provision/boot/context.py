@@ -23,8 +23,15 @@ class BootContext:
     target: Target
     settings: Settings
     info: InstanceInfo
-    metadata_fresh: bool
+    #: Where ``info`` came from: ``metadata`` (the service answered), ``last-known`` (this machine's
+    #: last copy) or ``local`` (the service never answered on this machine: own address only).
+    source: str
     log: Log = log
+
+    @property
+    def metadata_fresh(self) -> bool:
+        """True when the metadata service answered at this boot."""
+        return self.source == "metadata"
 
     @property
     def state_dir(self) -> str:

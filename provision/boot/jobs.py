@@ -15,19 +15,13 @@ from ..paths import AGENT_UNITS, COMPUTE_UNITS, OPENSTACK_UNITS, ceph_units
 from ..settings import Settings
 from ..steps import StepResult
 from .context import BootContext, BootJob
-
-
-def route_source_ip(ctx: BootContext) -> str | None:
-    """The source address the kernel uses towards the metadata service (our own IPv4)."""
-    host = ctx.settings.metadata_url.split("://", 1)[-1].split("/", 1)[0].split(":")[0]
-    out = ctx.target.run(["ip", "-4", "-o", "route", "get", host], check=False).stdout.split()
-    return out[out.index("src") + 1] if "src" in out else None
+from .netinfo import local_ipv4
 
 
 def hostname_job(ctx: BootContext) -> StepResult:
     """Static hostname and /etc/hosts from the metadata (local IPv4 cross-checked with the route)."""
     local = ctx.info.local_ipv4
-    src = route_source_ip(ctx)
+    src = local_ipv4(ctx.target, ctx.settings)
     if src and src != local:
         ctx.log(f"hostname: warning: metadata says local-ipv4 {local} but the route to the metadata service leaves from {src}")
     return hostname.apply(ctx.target, ctx.settings, ctx.info)
