@@ -49,10 +49,18 @@ class BootJob:
     name: str
     per: str  # "boot" | "instance"
     description: str
-    fn: JobFn
+    #: What the job does; None for a job whose unit runs ``command`` itself.
+    fn: JobFn | None
     after: tuple[str, ...] = ()
     before: tuple[str, ...] = ()
     wants: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    #: argv the unit runs instead of the agent (a job that needs no Python and no metadata).
+    command: tuple[str, ...] = ()
+    #: Runs before the basic system is up (``DefaultDependencies=no``), e.g. before the network.
+    early: bool = False
+    #: Makes this instance's own secrets: the network stays fenced until it has succeeded.
+    secrets: bool = False
 
     @property
     def unit(self) -> str:

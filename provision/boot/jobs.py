@@ -6,6 +6,8 @@ for each new instance-id (see :mod:`.runner`).
 
 from __future__ import annotations
 
+import dataclasses
+
 from .. import hostname
 from ..ceph import boot as ceph_boot
 from ..openstack.instance import reconcile, rotate_secrets
@@ -14,6 +16,7 @@ from ..openstack.volume import ensure_boot_volume
 from ..paths import AGENT_UNITS, COMPUTE_UNITS, OPENSTACK_UNITS, ceph_units
 from ..settings import Settings
 from ..steps import StepResult
+from . import fence
 from .context import BootContext, BootJob
 from .netinfo import local_ipv4
 
@@ -67,18 +70,18 @@ def jobs(settings: Settings) -> list[BootJob]:
     c = settings.ceph
     ceph = ceph_units(c.mon_id, c.mgr_id, c.osd_count)
     not_before_endpoints = tuple(u for u in OPENSTACK_UNITS if u not in ("keystone.service", "apache2.service"))
-    return [
+    table = [
         BootJob("hostname", "boot", "Set the static hostname and /etc/hosts from the instance metadata", hostname_job,
                 after=("network-online.target",), wants=("network-online.target",), before=("ssh.service", *ceph)),
         BootJob("ceph-readdress", "boot", "Re-address the Ceph monitor when the instance's IP changed", readdress_job,
                 after=("coa-hostname.service",), before=(*ceph, "ceph.target")),
         BootJob("ceph-keys", "instance", "Give this instance its own cephx keys (once per instance-id)", rotate_keys_job,
-                after=ceph, wants=ceph),
+                after=ceph, wants=ceph, secrets=True),
         BootJob("openstack-secrets", "instance",
                 "Give this instance its own OpenStack passwords, Fernet keys and libvirt secret (once per instance-id)",
                 openstack_secrets_job,
                 after=("coa-ceph-keys.service", "mariadb.service", "rabbitmq-server.service", "libvirtd.service"),
-                before=(*OPENSTACK_UNITS, *AGENT_UNITS, "coa-openstack-endpoints.service")),
+                before=(*OPENSTACK_UNITS, *AGENT_UNITS, "coa-openstack-endpoints.service"), secrets=True),
         BootJob("openstack-endpoints", "boot", "Point the OpenStack configuration and catalog at this boot's address and public name",
                 openstack_endpoints_job,
                 after=("coa-hostname.service", "coa-openstack-secrets.service", "mariadb.service", "keystone.service", "apache2.service"),
@@ -89,3 +92,29 @@ def jobs(settings: Settings) -> list[BootJob]:
                 "Keep one demo server booted by this instance from its bootable volume (never a second one)",
                 openstack_demo_server_job, after=("coa-openstack-boot-volume.service", *OPENSTACK_UNITS, *COMPUTE_UNITS)),
     ]
+    return [fence_job(), *(_fenced(job) for job in table), unfence_job(table)]
+
+
+def _fenced(job: BootJob) -> BootJob:
+    """A job that makes secrets needs the fence up: without it, it does not run (closed, not open)."""
+    if not job.secrets:
+        return job
+    return dataclasses.replace(job, after=(*job.after, FENCE_UNIT), requires=(*job.requires, FENCE_UNIT))
+
+
+FENCE_UNIT = "coa-fence.service"
+HOSTNAME_UNIT = "coa-hostname.service"
+
+
+def fence_job() -> BootJob:
+    """Before the network: close the instance to inbound connections except SSH (see :mod:`.fence`)."""
+    return BootJob("fence", "boot", "Close the instance to the network (but SSH) until its secrets are its own", None,
+                   after=("local-fs.target", "nftables.service"), before=("network-pre.target", "shutdown.target"),
+                   wants=("network-pre.target",), command=(fence.NFT, "-f", fence.FENCE_RULES), early=True)
+
+
+def unfence_job(table: list[BootJob]) -> BootJob:
+    """Once every job that makes secrets has succeeded at this boot, open the instance (a failed one keeps it closed)."""
+    units = (FENCE_UNIT, *(j.unit for j in table if j.secrets))
+    return BootJob("unfence", "boot", "Open the instance to the network: its per-instance secrets are made", None,
+                   after=units, requires=units, command=(fence.NFT, "-f", fence.UNFENCE_RULES))

@@ -90,6 +90,8 @@ def run_job(
     if name not in by_name:
         raise ProvisionError(f"Unknown boot job {name!r}", hint=f"jobs: {', '.join(by_name)}")
     job = by_name[name]
+    if job.fn is None:
+        raise ProvisionError(f"Boot job {name!r} runs as a command in its unit", hint=f"systemctl start {job.unit}")
     machine_id = read_machine_id() if machine_id is None else machine_id
     info, source = read_metadata(settings, target, machine_id)
     marker = marker_path(settings, job)
