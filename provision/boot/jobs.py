@@ -10,6 +10,7 @@ import dataclasses
 
 from .. import hostname
 from ..ceph import boot as ceph_boot
+from ..ceph import keys as ceph_keys
 from ..openstack.instance import reconcile, rotate_secrets
 from ..openstack.server import ensure_demo_server
 from ..openstack.volume import ensure_boot_volume
@@ -35,9 +36,14 @@ def readdress_job(ctx: BootContext) -> StepResult:
     return ceph_boot.readdress(ctx.target, ctx.settings, ctx.info.local_ipv4)
 
 
+def rotate_mon_key_job(ctx: BootContext) -> StepResult:
+    """A new key for the monitor, before it starts (the runner makes it once per instance)."""
+    return ceph_keys.rotate_mon_key(ctx.target, ctx.settings)
+
+
 def rotate_keys_job(ctx: BootContext) -> StepResult:
-    """New cephx keys for this instance (the runner makes it once per instance-id)."""
-    return ceph_boot.rotate_keys(ctx.target, ctx.settings)
+    """New cephx keys for the daemons and clients, before the manager and OSDs start (once per instance)."""
+    return ceph_keys.rotate_keys(ctx.target, ctx.settings)
 
 
 def openstack_secrets_job(ctx: BootContext) -> StepResult:
@@ -69,14 +75,17 @@ def jobs(settings: Settings) -> list[BootJob]:
     """
     c = settings.ceph
     ceph = ceph_units(c.mon_id, c.mgr_id, c.osd_count)
+    mon, daemons = ceph[0], ceph[1:]
     not_before_endpoints = tuple(u for u in OPENSTACK_UNITS if u not in ("keystone.service", "apache2.service"))
     table = [
         BootJob("hostname", "boot", "Set the static hostname and /etc/hosts from the instance metadata", hostname_job,
                 after=("network-online.target",), wants=("network-online.target",), before=("ssh.service", *ceph)),
         BootJob("ceph-readdress", "boot", "Re-address the Ceph monitor when the instance's IP changed", readdress_job,
                 after=("coa-hostname.service",), before=(*ceph, "ceph.target")),
-        BootJob("ceph-keys", "instance", "Give this instance its own cephx keys (once per instance-id)", rotate_keys_job,
-                after=ceph, wants=ceph, secrets=True),
+        BootJob("ceph-mon-key", "instance", "Give the Ceph monitor its own key, before it starts (once per instance)",
+                rotate_mon_key_job, after=("coa-ceph-readdress.service",), before=(mon,), secrets=True),
+        BootJob("ceph-keys", "instance", "Give this instance its own cephx keys, before the manager and OSDs start (once per instance)",
+                rotate_keys_job, after=(mon,), wants=(mon,), before=daemons, secrets=True),
         BootJob("openstack-secrets", "instance",
                 "Give this instance its own OpenStack passwords, Fernet keys and libvirt secret (once per instance-id)",
                 openstack_secrets_job,

@@ -6,7 +6,6 @@ Runs after the other sim tests (it replaces the session's instance with a new on
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 from provision.ceph import cli
 from provision.openstack.identity import parse_openrc
+from tests.sim import inventory
 
 pytestmark = pytest.mark.docker
 
@@ -69,19 +69,27 @@ def test_builder_and_its_temporaries_are_gone(sim: Any, built: dict[str, Any], d
 
 def test_instances_from_the_ami_are_ready_with_their_own_secrets(sim: Any, built: dict[str, Any], docker_client: Any) -> None:
     image = docker_client.images.get(f"ceph-openstack-ami/ami:{built['ami']}")
-    baked = docker_client.containers.run(image.id, ["cat", "/etc/ceph/ceph.client.volumes.keyring"], entrypoint=[], remove=True).decode()
-    builder_key = re.search(r"key = (\S+)", baked).group(1)
-    assert docker_client.containers.run(image.id, ["sh", "-c", "ls /etc/ssh/ssh_host_* 2>/dev/null | wc -l"], entrypoint=[], remove=True).strip() == b"0"
+
+    def in_image(command: str) -> str:
+        return docker_client.containers.run(image.id, ["sh", "-c", command], entrypoint=[], remove=True, network_mode="none").decode()
+
+    baked = inventory.image_content(in_image)
+    assert not [k for k in baked if k.startswith("image ssh ")], "the AMI holds SSH host keys"
+    assert not [k for k in baked if "bootstrap" in k]
 
     # The session's instance descends from the AMI (relaunched since); a new instance of the AMI
-    # must share none of its keys, secrets or ids, nor the builder's.
-    seen = [identity(sim)]
+    # must share none of its keys, secrets or ids, nor the AMI's.
+    seen = [(identity(sim), inventory.inventory(sim.target, sim.settings))]
     status = sim.up(ami=built["ami"])
     assert status["ready"] is True and status["ami_id"] == built["ami"]
-    seen.append(identity(sim))
-    for s in seen:
-        assert s["demo_server"].endswith(" ACTIVE") and len(s["demo_server"].splitlines()) == 1, s["demo_server"]
-    first, second = seen
+    seen.append((identity(sim), inventory.inventory(sim.target, sim.settings)))
+    for ident, _ in seen:
+        assert ident["demo_server"].endswith(" ACTIVE") and len(ident["demo_server"].splitlines()) == 1, ident["demo_server"]
+    (first, first_items), (second, second_items) = seen
     for key in first:
         assert first[key] != second[key], key
-    assert builder_key not in (first["cephx"], second["cephx"])
+    compared = sorted(first_items.keys() & second_items.keys())
+    print("compared secret-bearing items:", ", ".join(compared))
+    assert len(compared) >= 30 and not [n for n in first_items if "bootstrap" in n]
+    assert inventory.shared(first_items, second_items) == []
+    assert inventory.shared(baked, first_items) == [] and inventory.shared(baked, second_items) == []
