@@ -64,6 +64,19 @@ class SimHandle:
         """New instance from this disk; returns when ready (or at once with ``wait=False``)."""
         return self._sim.relaunch(wait=wait)
 
+    def status_ids(self) -> dict[str, Any]:
+        """The current instance's ids, without running the readiness checks."""
+        return {"instance_id": self._sim.state.instance_id, "container": self._sim.state.container}
+
+    def wait_ready(self) -> dict[str, Any]:
+        """Wait until the current instance is ready (after ``reboot``/``relaunch`` with ``wait=False``); its status."""
+        from provision.ready import wait_ready
+        from sim.instance import wait_for_systemd
+
+        wait_for_systemd(self.target, timeout=600)
+        wait_ready(self.target, self.settings, log=print)
+        return self._sim.status()
+
     def down(self) -> list[str]:
         """Remove everything the sim made."""
         return self._sim.down()

@@ -10,6 +10,8 @@ earlier one's keys (test_reliability.py).
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -28,6 +30,22 @@ from tests.sim.test_sim import imds_get
 pytestmark = pytest.mark.docker
 
 DATA = "/root/coa-sim-ceph-check.bin"
+#: Ports of services that hold the image's (or an earlier instance's) keys until the rotation:
+#: Ceph's monitor (msgr2, msgr1), Keystone, RabbitMQ, Glance, Cinder.
+PROBED_PORTS = (3300, 6789, 5000, 5672, 9292, 8776)
+
+
+def first_answer(ip: str, ports: tuple[int, ...], deadline: float) -> tuple[float, int] | None:
+    """(host monotonic time, port) of the first TCP connection to ``ip`` that a listener accepted; None by ``deadline``."""
+    while time.monotonic() < deadline:
+        for port in ports:
+            try:
+                socket.create_connection((ip, port), timeout=0.3).close()
+                return time.monotonic(), port
+            except OSError:
+                pass
+        time.sleep(0.2)
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +69,11 @@ def relaunched(sim: Any) -> Iterator[dict[str, Any]]:
         "fernet": t.run("cat /etc/keystone/fernet-keys/* | sha256sum").stdout,
         "boot_volumes": [v["ID"] for v in boot_volumes(sim)],
     }
-    after = sim.relaunch()
-    yield {"before": before, "after": after}
+    sim.relaunch(wait=False)
+    ip = sim.ec2().describe_instances(InstanceIds=[sim.status_ids()["instance_id"]])["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+    opened = first_answer(ip, PROBED_PORTS, time.monotonic() + 900)
+    after = sim.wait_ready()
+    yield {"before": before, "after": after, "opened": opened}
     ceph_cli.rbd(sim.target, s, "rm", DATA_IMAGE, check=False)
 
 
@@ -131,3 +152,20 @@ def test_endpoints_console_and_dashboard_follow_the_new_name(sim: Any, relaunche
 def test_the_boot_volume_is_kept_not_copied_again(sim: Any, relaunched: dict[str, Any]) -> None:
     assert [v["ID"] for v in boot_volumes(sim)] == relaunched["before"]["boot_volumes"]
     assert len(relaunched["before"]["boot_volumes"]) == 1
+
+
+def test_no_service_answers_from_the_network_before_the_new_instance_has_its_own_secrets(sim: Any, relaunched: dict[str, Any]) -> None:
+    """The first-boot fence: from outside, the monitor, Keystone, RabbitMQ, Glance and Cinder answered only
+    after every job that makes this instance's secrets had finished (host and container share one monotonic clock)."""
+    opened = relaunched["opened"]
+    assert opened is not None, "no probed port ever answered from the network"
+    at, port = opened
+    units = ["coa-ceph-mon-key.service", "coa-ceph-keys.service", "coa-openstack-secrets.service", "coa-unfence.service"]
+    out = sim.target.run(["systemctl", "show", "-p", "Id", "-p", "ActiveEnterTimestampMonotonic", *units]).stdout
+    done = {}
+    for block in out.strip().split("\n\n"):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        done[fields["Id"]] = int(fields["ActiveEnterTimestampMonotonic"]) / 1e6
+    assert all(done.values()), done  # each ran at this boot (0 = never)
+    secrets_done = max(v for k, v in done.items() if k != "coa-unfence.service")
+    assert at >= secrets_done, f"port {port} answered at {at:.1f}, secrets done at {done}"
