@@ -20,8 +20,8 @@ from provision.ec2.plan import BuilderHost, BuildOptions, BuildResult
 from provision.settings import Settings
 from provision.steps import Log
 
+from .aws import FAKE_CREDENTIALS
 from .cloud import GATEWAY
-from .daemon import FAKE_CREDENTIALS
 from .lifecycle import Sim
 
 
