@@ -46,6 +46,9 @@ class BootJob:
     after: tuple[str, ...] = ()
     before: tuple[str, ...] = ()
     wants: tuple[str, ...] = ()
+    #: The job writes lines for the owner on stderr: its unit sends stderr to the console too
+    #: (stdout stays in the journal only).
+    announces: bool = False
 
     @property
     def unit(self) -> str:

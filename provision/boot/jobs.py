@@ -6,7 +6,7 @@ for each new instance-id (see :mod:`.runner`).
 
 from __future__ import annotations
 
-from .. import hostname
+from .. import hostname, tls
 from ..ceph import boot as ceph_boot
 from ..openstack.instance import reconcile, rotate_secrets
 from ..openstack.server import ensure_demo_server
@@ -31,6 +31,11 @@ def hostname_job(ctx: BootContext) -> StepResult:
     if src and src != local:
         ctx.log(f"hostname: warning: metadata says local-ipv4 {local} but the route to the metadata service leaves from {src}")
     return hostname.apply(ctx.target, ctx.settings, ctx.info)
+
+
+def tls_job(ctx: BootContext) -> StepResult:
+    """This instance's TLS key (once per instance) and certificate (again whenever its names change)."""
+    return tls.ensure(ctx.target, ctx.settings, ctx.info, ctx.log)
 
 
 def readdress_job(ctx: BootContext) -> StepResult:
@@ -76,6 +81,10 @@ def jobs(settings: Settings) -> list[BootJob]:
     return [
         BootJob("hostname", "boot", "Set the static hostname and /etc/hosts from the instance metadata", hostname_job,
                 after=("network-online.target",), wants=("network-online.target",), before=("ssh.service", *ceph)),
+        BootJob(tls.JOB_NAME, "boot", "Give this instance its own TLS key and a certificate for its current names", tls_job,
+                after=("coa-hostname.service",),
+                before=(*tls.SERVED_BY, "nova-novncproxy.service", "coa-openstack-secrets.service", "coa-openstack-endpoints.service"),
+                announces=True),
         BootJob("ceph-readdress", "boot", "Re-address the Ceph monitor when the instance's IP changed", readdress_job,
                 after=("coa-hostname.service",), before=(*ceph, "ceph.target")),
         BootJob("ceph-keys", "instance", "Give this instance its own cephx keys (once per instance-id)", rotate_keys_job,
