@@ -14,6 +14,7 @@ import posixpath
 import time
 from typing import Any
 
+from .. import tls
 from ..settings import Settings
 from ..steps import Log, StepResult
 from ..systemd import restart_if_active
@@ -73,7 +74,7 @@ def rotate_secrets(target: Target, settings: Settings, info: Any, log: Log = say
     renewed = new.differing(old) if old else [f.name for f in dataclasses.fields(Secrets)]
     log(f"renewed {len(renewed)} secrets: {', '.join(renewed)}")
     # The one line that shows a secret: the console log (get-console-output) is how the owner learns it.
-    print(console_line(addrs, new.admin_password), flush=True)
+    print(console_line(settings, addrs, new.admin_password, tls.served_fingerprint(target, settings)), flush=True)
     return StepResult("openstack.secrets", True, "; ".join(done), time.monotonic() - start)
 
 
