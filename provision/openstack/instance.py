@@ -43,7 +43,8 @@ def rotate_secrets(target: Target, settings: Settings, info: Any, log: Log = say
 
     A run that dies half-way left the new secrets in a pending file (root, 0600); the next
     run installs the same ones, so every service converges on one set. The admin password
-    is printed once, on the console, when everything is in place.
+    is printed once, on the console, when everything is in place, with the SHA-256 fingerprint
+    of the TLS certificate (made before this job by ``coa-tls``) that the dashboard serves.
     """
     start = time.monotonic()
     prof = host_profile(target, settings)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from provision import tls
 from provision.ceph import cli
 from provision.openstack.identity import parse_openrc
 
@@ -39,6 +40,8 @@ def identity(sim: Any) -> dict[str, str]:
         "admin_password": parse_openrc(t.read("/root/openrc").decode())["OS_PASSWORD"],
         "libvirt_secret": t.run("virsh -q -c qemu:///system secret-list | awk '{print $1}'").stdout.strip(),
         "demo_server": t.run(". /root/openrc && openstack server list -f value -c ID -c Status").stdout.strip(),
+        "tls_key": t.run(["sha256sum", tls.cert_files(sim.settings).key]).stdout.split()[0],
+        "tls_fingerprint": tls.served_fingerprint(t, sim.settings) or "",
     }
 
 
@@ -72,6 +75,9 @@ def test_instances_from_the_ami_are_ready_with_their_own_secrets(sim: Any, built
     baked = docker_client.containers.run(image.id, ["cat", "/etc/ceph/ceph.client.volumes.keyring"], entrypoint=[], remove=True).decode()
     builder_key = re.search(r"key = (\S+)", baked).group(1)
     assert docker_client.containers.run(image.id, ["sh", "-c", "ls /etc/ssh/ssh_host_* 2>/dev/null | wc -l"], entrypoint=[], remove=True).strip() == b"0"
+    # No TLS key in the image: each instance makes its own at first boot (the scrub removes secrets/*).
+    key = tls.cert_files(sim.settings).key
+    assert docker_client.containers.run(image.id, ["sh", "-c", f"test -e {key}; echo $?"], entrypoint=[], remove=True).strip() == b"1"
 
     # The session's instance descends from the AMI (relaunched since); a new instance of the AMI
     # must share none of its keys, secrets or ids, nor the builder's.
