@@ -220,13 +220,17 @@ def same_sans(have: Sequence[str], want: Sequence[str]) -> bool:
 # --- what is there, and what to do (pure) ----------------------------------------------
 @dataclass(frozen=True)
 class Observed:
-    """Our key and certificate as found: for whom the key was made, the certificate's state."""
+    """Our key and certificate as found: for whom the key was made, the certificate's state.
+
+    ``recorded``: the identity record as found, also when the key itself is gone.
+    """
 
     key_for: str | None  # None: no key
     cert: bool
     matches_key: bool
     sans: tuple[str, ...]
     expiring: bool
+    recorded: str | None = None
 
 
 def plan(identity: str, sans: Sequence[str], seen: Observed) -> tuple[str, str]:
@@ -244,6 +248,16 @@ def plan(identity: str, sans: Sequence[str], seen: Observed) -> tuple[str, str]:
     if seen.expiring:
         return "cert", "the certificate expires soon"
     return "keep", f"certificate for {', '.join(sans)} current"
+
+
+def announces(recorded: str | None, instance_id: str) -> bool:
+    """True when this job prints a new certificate's fingerprint: this instance made a key here before.
+
+    On a new instance (another instance-id recorded, or no record: the image's scrub removed it)
+    the secrets job prints the fingerprint with the admin password; on any other new
+    certificate (a new name, a new machine-id, a lost key) nothing else would.
+    """
+    return recorded is not None and recorded.split()[0] == f"instance-id={instance_id.strip()}"
 
 
 # --- applying, through a Target ----------------------------------------------------------
@@ -278,17 +292,16 @@ def key_matches(target: Target, cert: str, key: str) -> bool:
 def observe(target: Target, settings: Settings, files: CertFiles) -> Observed:
     """Read our key's record and the certificate's SANs, key and expiry (never the key itself)."""
     record = identity_path(settings)
-    key_for = None
-    if target.exists(files.key) and target.exists(record):
-        key_for = target.read(record).decode().strip() or None
+    recorded = (target.read(record).decode().strip() or None) if target.exists(record) else None
+    key_for = recorded if target.exists(files.key) else None
     cert = target.exists(files.cert)
     if not cert:
-        return Observed(key_for, False, False, (), False)
+        return Observed(key_for, False, False, (), False, recorded)
     sans = target.run(sans_argv(files.cert), check=False)
     soon = settings.tls.renew_days * 86400
     expiring = not target.run(checkend_argv(files.cert, soon), check=False).ok
     return Observed(key_for, True, key_for is not None and key_matches(target, files.cert, files.key),
-                    parse_sans(sans.stdout) if sans.ok else (), expiring)
+                    parse_sans(sans.stdout) if sans.ok else (), expiring, recorded)
 
 
 def make_key(target: Target, key: str) -> str:
@@ -352,7 +365,8 @@ def ensure(target: Target, settings: Settings, info: InstanceInfo, log: Log, ann
     if not files.own:
         return check_owner_certificate(target, files, sans, log)
     identity = key_identity(info.instance_id, machine_id(target, machine_id_path))
-    action, why = plan(identity, sans, observe(target, settings, files))
+    seen = observe(target, settings, files)
+    action, why = plan(identity, sans, seen)
     if action == "keep":
         return StepResult("tls", False, why)
     log(f"tls: {why}: making a new {'key and ' if action == 'key' else ''}certificate")
@@ -363,8 +377,7 @@ def ensure(target: Target, settings: Settings, info: InstanceInfo, log: Log, ann
         target.put(identity_path(settings), identity + "\n", 0o600)
     fp = fingerprint(target, files.cert)
     restart_if_active(target, SERVED_BY, log, queue=True)
-    if action == "cert":
-        # A new instance's fingerprint goes out with its admin password (coa-openstack-secrets).
+    if announces(seen.recorded, info.instance_id):
         announce(announce_line(settings, public, fp))
     made = "key and certificate" if action == "key" else "certificate"
     return StepResult("tls", True, f"{why}: new {made} for {', '.join(sans)} ({fingerprint_label(fp)})")

@@ -112,6 +112,20 @@ def test_plan(seen: tls.Observed, action: str) -> None:
     assert tls.plan(ME, WANT, seen)[0] == action
 
 
+@pytest.mark.parametrize(
+    ("recorded", "instance", "announce"),
+    [
+        (None, "i-1", False),  # no record: the image's first boot, or the builder's
+        (tls.key_identity("i-0", "m-1"), "i-1", False),  # a relaunch: the admin password line carries it
+        (tls.key_identity("i-1", "m-1"), "i-1", True),
+        (tls.key_identity("i-1", "m-0"), "i-1", True),
+        (tls.key_identity("i-10", "m-1"), "i-1", False),
+    ],
+)
+def test_who_announces_a_new_certificate(recorded: str | None, instance: str, announce: bool) -> None:
+    assert tls.announces(recorded, instance) is announce
+
+
 def test_key_identity_names_both_signals() -> None:
     assert tls.key_identity("i-1\n", "") == "instance-id=i-1 machine-id=none"
 
@@ -188,8 +202,10 @@ def test_a_new_name_gets_a_new_certificate_for_the_same_key_and_says_so(env: dic
 
 
 @needs_openssl
-@pytest.mark.parametrize("change", ["instance-id", "machine-id", "scrubbed key"])
-def test_a_new_instance_gets_a_new_key(env: dict[str, Any], change: str) -> None:
+@pytest.mark.parametrize(("change", "announced"), [("instance-id", False), ("scrubbed", False), ("machine-id", True), ("lost key", True)])
+def test_a_new_instance_gets_a_new_key(env: dict[str, Any], change: str, announced: bool) -> None:
+    """A new key whenever the key is not this instance's; the job prints its fingerprint unless the
+    admin password's console line will (a new instance-id, or no record: the image's scrub)."""
     ensure(env, info())
     files = tls.cert_files(env["settings"])
     key, fp = digest(files.key), der_fingerprint(files.cert)
@@ -198,13 +214,18 @@ def test_a_new_instance_gets_a_new_key(env: dict[str, Any], change: str) -> None
         inst = info(instance_id="i-0000000000000000b", ip="10.77.0.9")
     elif change == "machine-id":
         Path(env["machine_id"]).write_text("fedcba9876543210fedcba9876543210\n")
+    elif change == "scrubbed":  # what the image's scrub does: secrets/* removed
+        Path(files.key).unlink()
+        Path(tls.identity_path(env["settings"])).unlink()
     else:
-        Path(files.key).unlink()  # what the image's scrub does (secrets/*)
+        Path(files.key).unlink()
     r = ensure(env, inst)
     assert r.changed and "new key and certificate" in r.detail
     assert digest(files.key) != key and der_fingerprint(files.cert) != fp
     assert tls.key_matches(LocalTarget(), files.cert, files.key)
-    assert env["announced"] == []
+    assert len(env["announced"]) == int(announced)
+    if announced:
+        assert der_fingerprint(files.cert) in env["announced"][0]
 
 
 @needs_openssl
