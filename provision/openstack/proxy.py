@@ -94,7 +94,9 @@ def render_proxy_vhost(settings: Settings, proxy: Proxy) -> str:
         "    LimitRequestBody 0\n"
         "    AllowEncodedSlashes NoDecode\n"
         '    RequestHeader set X-Forwarded-Proto "https"\n'
-        f"    ProxyPass / {backend} nocanon{upgrade}\n"
+        # A new loopback connection per request: uWSGI closes each one after its answer
+        # ("Connection: close"), and a reused connection the service just closed would be a 502.
+        f"    ProxyPass / {backend} nocanon disablereuse=On{upgrade}\n"
         f"    ProxyPassReverse / {backend}\n"
         + log_lines(f"tls-{proxy.name}")
         + "</VirtualHost>\n"

@@ -38,7 +38,7 @@ def test_proxy_site_terminates_tls_and_hands_over_to_loopback() -> None:
         assert "SSLEngine on" in body and 'SSLCertificateKeyFile "/var/lib/ceph-openstack-ami/secrets/tls/key.pem"' in body
         assert "ProxyPreserveHost On" in body and 'RequestHeader set X-Forwarded-Proto "https"' in body
         upgrade = " upgrade=websocket" if p.websocket else ""
-        assert f"ProxyPass / http://127.0.0.1:{p.backend_port}/ nocanon{upgrade}\n" in body
+        assert f"ProxyPass / http://127.0.0.1:{p.backend_port}/ nocanon disablereuse=On{upgrade}\n" in body
         assert f"CustomLog /var/log/apache2/coa-tls-{p.name}-access.log {LOG_FORMAT}" in body
     # noVNC's console token rides in the query string and the referrer: neither is logged.
     assert "%q" not in LOG_FORMAT and "%r" not in LOG_FORMAT and "Referer" not in LOG_FORMAT and "%U" in LOG_FORMAT
