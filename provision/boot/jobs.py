@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .. import hostname
+from .. import hostname, tls
 from ..ceph import boot as ceph_boot
 from ..ceph import keys as ceph_keys
 from ..openstack.instance import reconcile, rotate_secrets
@@ -29,6 +29,11 @@ def hostname_job(ctx: BootContext) -> StepResult:
     if src and src != local:
         ctx.log(f"hostname: warning: metadata says local-ipv4 {local} but the route to the metadata service leaves from {src}")
     return hostname.apply(ctx.target, ctx.settings, ctx.info)
+
+
+def tls_job(ctx: BootContext) -> StepResult:
+    """This instance's TLS key (once per instance) and certificate (again whenever its names change)."""
+    return tls.ensure(ctx.target, ctx.settings, ctx.info, ctx.log)
 
 
 def readdress_job(ctx: BootContext) -> StepResult:
@@ -80,6 +85,10 @@ def jobs(settings: Settings) -> list[BootJob]:
     table = [
         BootJob("hostname", "boot", "Set the static hostname and /etc/hosts from the instance metadata", hostname_job,
                 after=("network-online.target",), wants=("network-online.target",), before=("ssh.service", *ceph)),
+        BootJob(tls.JOB_NAME, "boot", "Give this instance its own TLS key and a certificate for its current names", tls_job,
+                after=("coa-hostname.service",),
+                before=(*tls.SERVED_BY, "nova-novncproxy.service", "coa-openstack-secrets.service", "coa-openstack-endpoints.service"),
+                announces=True, secrets=True),
         BootJob("ceph-readdress", "boot", "Re-address the Ceph monitor when the instance's IP changed", readdress_job,
                 after=("coa-hostname.service",), before=(*ceph, "ceph.target")),
         BootJob("ceph-mon-key", "instance", "Give the Ceph monitor its own key, before it starts (once per instance)",

@@ -14,6 +14,7 @@ import posixpath
 import time
 from typing import Any
 
+from .. import tls
 from ..settings import Settings
 from ..steps import Log, StepResult
 from ..systemd import restart_if_active
@@ -42,7 +43,8 @@ def rotate_secrets(target: Target, settings: Settings, info: Any, log: Log = say
 
     A run that dies half-way left the new secrets in a pending file (root, 0600); the next
     run installs the same ones, so every service converges on one set. The admin password
-    is printed once, on the console, when everything is in place.
+    is printed once, on the console, when everything is in place, with the SHA-256 fingerprint
+    of the TLS certificate (made before this job by ``coa-tls``) that the dashboard serves.
     """
     start = time.monotonic()
     prof = host_profile(target, settings)
@@ -73,7 +75,7 @@ def rotate_secrets(target: Target, settings: Settings, info: Any, log: Log = say
     renewed = new.differing(old) if old else [f.name for f in dataclasses.fields(Secrets)]
     log(f"renewed {len(renewed)} secrets: {', '.join(renewed)}")
     # The one line that shows a secret: the console log (get-console-output) is how the owner learns it.
-    print(console_line(addrs, new.admin_password), flush=True)
+    print(console_line(settings, addrs, new.admin_password, tls.served_fingerprint(target, settings)), flush=True)
     return StepResult("openstack.secrets", True, "; ".join(done), time.monotonic() - start)
 
 

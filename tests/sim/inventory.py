@@ -22,7 +22,7 @@ from provision.target import Target
 #: Keyring files whose keys the image carries (the cluster's own, rotated at first boot).
 KEYRING_GLOBS = ("/etc/ceph/*.keyring", "/var/lib/ceph/mon/*/keyring", "/var/lib/ceph/mgr/*/keyring", "/var/lib/ceph/osd/*/keyring")
 #: Where a per-instance TLS key may be (the dashboard's and the public APIs' certificate).
-TLS_KEY_GLOBS = ("/etc/ceph-openstack-ami/tls/*.key", "/var/lib/ceph-openstack-ami/tls/*.key")
+TLS_KEY_GLOBS = ("/var/lib/ceph-openstack-ami/secrets/tls/*.pem",)
 
 
 def _sha(data: str) -> str:

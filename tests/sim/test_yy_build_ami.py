@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from provision import tls
 from provision.ceph import cli
 from provision.openstack.identity import parse_openrc
 from tests.sim import inventory
@@ -39,6 +40,8 @@ def identity(sim: Any) -> dict[str, str]:
         "admin_password": parse_openrc(t.read("/root/openrc").decode())["OS_PASSWORD"],
         "libvirt_secret": t.run("virsh -q -c qemu:///system secret-list | awk '{print $1}'").stdout.strip(),
         "demo_server": t.run(". /root/openrc && openstack server list -f value -c ID -c Status").stdout.strip(),
+        "tls_key": t.run(["sha256sum", tls.cert_files(sim.settings).key]).stdout.split()[0],
+        "tls_fingerprint": tls.served_fingerprint(t, sim.settings) or "",
     }
 
 
@@ -76,6 +79,9 @@ def test_instances_from_the_ami_are_ready_with_their_own_secrets(sim: Any, built
     baked = inventory.image_content(in_image)
     assert not [k for k in baked if k.startswith("image ssh ")], "the AMI holds SSH host keys"
     assert not [k for k in baked if "bootstrap" in k]
+    # No TLS key in the image: each instance makes its own at first boot (the scrub removes secrets/*).
+    key = tls.cert_files(sim.settings).key
+    assert in_image(f"test -e {key}; echo $?").strip() == "1"
 
     # The session's instance descends from the AMI (relaunched since); a new instance of the AMI
     # must share none of its keys, secrets or ids, nor the AMI's.

@@ -185,6 +185,21 @@ def test_units_order_readdress_before_every_ceph_daemon() -> None:
     assert "StandardOutput=journal+console" in render_unit(jobs["ceph-keys"])  # per-instance: console too
 
 
+def test_tls_unit_runs_after_the_hostname_before_apache_and_the_openstack_jobs() -> None:
+    jobs = {j.name: j for j in boot_jobs.jobs(Settings())}
+    order = [j.name for j in boot_jobs.jobs(Settings())]
+    assert order.index("tls") < order.index("openstack-secrets") and order[0] == "hostname"
+    text = render_unit(jobs["tls"])
+    after = next(line for line in text.splitlines() if line.startswith("After="))
+    before = next(line for line in text.splitlines() if line.startswith("Before="))
+    assert after == "After=coa-hostname.service"
+    for unit in ("apache2.service", "nova-novncproxy.service", "coa-openstack-secrets.service", "coa-openstack-endpoints.service"):
+        assert unit in before.split("=", 1)[1].split()
+    # Per boot, and only what it announces (stderr: the fingerprint of a new certificate) reaches the console.
+    assert "StandardOutput=journal\n" in text and "StandardError=journal+console\n" in text
+    assert "StandardError" not in render_unit(jobs["ceph-readdress"])
+
+
 def test_unknown_job_is_named(settings: Settings) -> None:
     from provision.exceptions import ProvisionError
 
