@@ -188,7 +188,7 @@ def test_units_order_readdress_before_every_ceph_daemon() -> None:
 def test_tls_unit_runs_after_the_hostname_before_apache_and_the_openstack_jobs() -> None:
     jobs = {j.name: j for j in boot_jobs.jobs(Settings())}
     order = [j.name for j in boot_jobs.jobs(Settings())]
-    assert order.index("tls") < order.index("openstack-secrets") and order[0] == "hostname"
+    assert order.index("tls") < order.index("openstack-secrets") and order[:2] == ["fence", "hostname"]
     text = render_unit(jobs["tls"])
     after = next(line for line in text.splitlines() if line.startswith("After="))
     before = next(line for line in text.splitlines() if line.startswith("Before="))
