@@ -192,7 +192,7 @@ def test_tls_unit_runs_after_the_hostname_before_apache_and_the_openstack_jobs()
     text = render_unit(jobs["tls"])
     after = next(line for line in text.splitlines() if line.startswith("After="))
     before = next(line for line in text.splitlines() if line.startswith("Before="))
-    assert after == "After=coa-hostname.service"
+    assert after == "After=coa-hostname.service coa-fence.service"
     for unit in ("apache2.service", "nova-novncproxy.service", "coa-openstack-secrets.service", "coa-openstack-endpoints.service"):
         assert unit in before.split("=", 1)[1].split()
     # Per boot, and only what it announces (stderr: the fingerprint of a new certificate) reaches the console.
