@@ -148,7 +148,7 @@ class Instances:
         hostname = inst.get("PrivateDnsName", "").split(".")[0] or name
         api.create_container(
             self.state.images[ami], name=name, hostname=hostname, host_config=config, networking_config=net, labels=labels(kind="instance", **{"instance-id": iid}),
-            stop_signal=container.RUN_OPTIONS["stop_signal"], environment=container.ENVIRONMENT,
+            stop_signal=container.RUN_OPTIONS["stop_signal"], environment=container.ENVIRONMENT, tty=container.CONSOLE_TTY,
         )
         api.start(name)
         return name

@@ -64,6 +64,10 @@ class SimHandle:
         """New instance from this disk; returns when ready (or at once with ``wait=False``)."""
         return self._sim.relaunch(wait=wait)
 
+    def console(self) -> str:
+        """The current instance's console output, through the EC2 API (GetConsoleOutput), as an owner reads it."""
+        return str(self.ec2().get_console_output(InstanceId=self._sim.state.instance_id).get("Output", ""))
+
     def status_ids(self) -> dict[str, Any]:
         """The current instance's ids, without running the readiness checks."""
         return {"instance_id": self._sim.state.instance_id, "container": self._sim.state.container}

@@ -33,8 +33,7 @@ CONSOLE_FP = re.compile(r"^ceph-openstack-ami: .*\(certificate SHA-256 ((?:[0-9A
 
 def console_fingerprints(sim: Any) -> list[str]:
     """The fingerprints on the console lines of this instance's boots, oldest first (never the password)."""
-    out = sim.target.run("journalctl -o cat --no-pager -u coa-openstack-secrets -u coa-tls", check=False).stdout
-    return CONSOLE_FP.findall(out)
+    return CONSOLE_FP.findall(sim.console())
 
 
 def instance_certificate(sim: Any) -> str:
@@ -82,7 +81,7 @@ def test_the_dashboard_serves_the_certificate_on_the_console(sim: Any) -> None:
     assert fps, "no console line names a certificate"
     _, der = tls_request(sim, sim.settings.tls.dashboard_port)
     assert fingerprint(der) == fps[-1]
-    lines = sim.target.run("journalctl -o cat --no-pager -u coa-openstack-secrets", check=False).stdout.splitlines()
+    lines = sim.console().splitlines()
     mine = [ln for ln in lines if ln.startswith(f"ceph-openstack-ami: admin password for https://{public}/ (certificate SHA-256 ")]
     assert len(mine) == 1, f"{len(mine)} admin password lines for {public}"
 

@@ -8,14 +8,14 @@ from typing import Any, Iterator
 
 import pytest
 
-from provision.boot import jobs as boot_jobs
 from provision.boot import firstboot, runner
+from provision.boot import jobs as boot_jobs
 from provision.boot.context import BootContext, BootJob
+from provision.boot.units import render_unit
 from provision.exceptions import MetadataError
 from provision.settings import Settings
 from provision.steps import StepResult
 from provision.target.local import LocalTarget
-from provision.boot.units import render_unit
 from sim.imds import IMDSServer
 from sim.imds_tree import InstanceView
 
