@@ -64,14 +64,25 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
     "profile": "distribution profile: debian-12 or ubuntu-24.04 (default: ubuntu-24.04 if it can be pulled, else debian-12)",
     "instance-type": "EC2 instance type to simulate (default m1.xlarge; memory limit follows it)",
     "imdsv2-required": "refuse IMDSv1 in the instance metadata service",
+    "user-data": "a file whose content is the instance's user data (RunInstances UserData; e.g. a #cloud-config)",
 })
 @friendly
-def up(c, ami=None, profile=None, instance_type=None, imdsv2_required=False):
+def up(c, ami=None, profile=None, instance_type=None, imdsv2_required=False, user_data=None):
     """Build what is missing, launch a simulated EC2 instance, provision it and wait until ready."""
     sim = _sim(c, instance_type=instance_type, metadata_allow_v1=False if imdsv2_required else None)
-    status = sim.up(ami=ami, profile=profile)
+    status = sim.up(ami=ami, profile=profile, user_data=_read_user_data(user_data))
     _print_status(status, False)
     print(f"\nshell: invoke sim.shell   ssh: ssh -i {sim.state.key_path} {_login_user(sim)}@{status['private_ip']}")
+
+
+def _read_user_data(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise Exit(f"error: cannot read the user data file {path!r}: {e.strerror}", code=1) from None
 
 
 def _login_user(sim: Any) -> str:
@@ -100,6 +111,28 @@ def status(c, json=False):
 def reboot(c):
     """Restart the same simulated instance (same instance-id, same IP) and wait until ready."""
     _print_status(_sim(c).reboot(), False)
+
+
+@task
+@friendly
+def stop(c):
+    """Stop the simulated instance (EC2 StopInstances): its disk and private IP stay."""
+    _print_status(_sim(c).stop(), False)
+
+
+@task
+@friendly
+def start(c):
+    """Start the stopped instance: same instance-id and private IP, a new public name; wait until ready."""
+    _print_status(_sim(c).start(), False)
+
+
+@task(help={"lines": "only the last N lines"})
+@friendly
+def console(c, lines=0):
+    """Print the instance's console output through the EC2 API (GetConsoleOutput), as its owner reads it."""
+    text = _sim(c).console()
+    print("\n".join(text.splitlines()[-int(lines):]) if int(lines) else text, end="" if text.endswith("\n") else "\n")
 
 
 @task
@@ -266,7 +299,7 @@ def test(c, offline=False, full=False, k=None):
     c.run(" ".join(__import__("shlex").quote(a) for a in args), env=env, pty=False)
 
 
-sim_ns = Collection("sim", up, down, status, reboot, relaunch, shell, logs)
+sim_ns = Collection("sim", up, down, status, reboot, stop, start, relaunch, console, shell, logs)
 sim_ns.__doc__ = "The simulation: a Docker container plays an EC2 instance, moto plays EC2."
 provision_ns = Collection("provision", host)
 provision_ns.__doc__ = "Provision a host into the AMI's content."

@@ -181,6 +181,13 @@ class Sim:
         self._wait_ready()
         return self.status()
 
+    def console(self) -> str:
+        """The current instance's console output, through the EC2 API (GetConsoleOutput) as on EC2."""
+        self.cloud.reload()
+        if not self.state.instance_id or not self.cloud.daemon_alive():
+            raise SimError("No simulated instance to read the console of", hint="start one with `invoke sim.up`")
+        return str(self.ec2().get_console_output(InstanceId=self.state.instance_id).get("Output", ""))
+
     def relaunch(self, wait: bool = True) -> dict[str, Any]:
         """Launch a new instance from this instance's disk: new instance-id, new IP; wait until ready (unless ``wait`` is False)."""
         self.cloud.reload()

@@ -60,13 +60,21 @@ class SimHandle:
         """Same instance, same IP; returns when ready (or at once with ``wait=False``)."""
         return self._sim.reboot(wait=wait)
 
+    def stop(self) -> dict[str, Any]:
+        """Stop the instance (same id and private IP; a new public name when it starts)."""
+        return self._sim.stop()
+
+    def start(self, wait: bool = True) -> dict[str, Any]:
+        """Start the stopped instance; returns when ready (or at once with ``wait=False``)."""
+        return self._sim.start(wait=wait)
+
     def relaunch(self, wait: bool = True) -> dict[str, Any]:
         """New instance from this disk; returns when ready (or at once with ``wait=False``)."""
         return self._sim.relaunch(wait=wait)
 
     def console(self) -> str:
         """The current instance's console output, through the EC2 API (GetConsoleOutput), as an owner reads it."""
-        return str(self.ec2().get_console_output(InstanceId=self._sim.state.instance_id).get("Output", ""))
+        return str(self._sim.console())
 
     def status_ids(self) -> dict[str, Any]:
         """The current instance's ids, without running the readiness checks."""
