@@ -100,16 +100,16 @@ class Cleanup:
         return failures
 
 
+def own_snapshots(client: Any, what: str, filter_name: str, value: str) -> list[str]:
+    """Ids of this account's snapshots whose ``filter_name`` matches ``value`` (``what`` names the lookup in errors)."""
+    filters = [{"Name": filter_name, "Values": [value]}]
+    snaps = call(client, what, "describe_snapshots", OwnerIds=["self"], Filters=filters).get("Snapshots", [])
+    return [s["SnapshotId"] for s in snaps]
+
+
 def snapshots_made_for(client: Any, ami_id: str, region: str) -> list[str]:
     """This account's snapshots whose description names ``ami_id`` (those EC2 made for that image)."""
-    snaps = call(
-        client,
-        f"look up the snapshots of {ami_id} in {region}",
-        "describe_snapshots",
-        OwnerIds=["self"],
-        Filters=[{"Name": "description", "Values": [f"*{ami_id}*"]}],
-    ).get("Snapshots", [])
-    return [s["SnapshotId"] for s in snaps]
+    return own_snapshots(client, f"look up the snapshots of {ami_id} in {region}", "description", f"*{ami_id}*")
 
 
 def image_snapshots(client: Any, ami_id: str, region: str) -> list[str]:
@@ -167,14 +167,7 @@ def images_of_build(client: Any, build_id: str, region: str, name: str | None = 
 
 def snapshots_of_build(client: Any, build_id: str, region: str) -> list[str]:
     """Ids of this account's snapshots tagged with ``build_id``."""
-    snaps = call(
-        client,
-        f"look up snapshots of build {build_id} in {region}",
-        "describe_snapshots",
-        OwnerIds=["self"],
-        Filters=[{"Name": f"tag:{BUILD_ID_TAG}", "Values": [build_id]}],
-    ).get("Snapshots", [])
-    return [s["SnapshotId"] for s in snaps]
+    return own_snapshots(client, f"look up snapshots of build {build_id} in {region}", f"tag:{BUILD_ID_TAG}", build_id)
 
 
 def delete_leftover_snapshots(client: Any, build_id: str, region: str) -> list[str]:

@@ -22,6 +22,7 @@ cost: the name is absent while the final image is made, and that region's image 
 from __future__ import annotations
 
 import functools
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -190,7 +191,7 @@ class Imaging:
             if ref.name != self.plan.ami_name:
                 line += (
                     f"; give it the name with: aws ec2 copy-image --region {region} --source-region {region} "
-                    f"--source-image-id {ref.id} --name {self.plan.ami_name!r}"
+                    f"--source-image-id {ref.id} --name {shlex.quote(self.plan.ami_name)}"
                 )
             lines.append(line)
         return lines

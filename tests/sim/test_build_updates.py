@@ -1,4 +1,4 @@
-"""The session's `build.ami --sim --public` applied the distribution's updates before provisioning and
+"""The session's `build.ami --sim --public` (``sim.built``, tests/sim/conftest.py) applied the distribution's updates before provisioning and
 recorded the image's packages in its manifest entry (issue 14, point 5)."""
 
 from __future__ import annotations
@@ -18,14 +18,6 @@ MANIFEST = Path("build/manifest.json")
 UPDATES_LINE = re.compile(r"^\[(changed|unchanged)\s*\] security updates \(apt-get full-upgrade\): (.*)$", re.M)
 
 
-@pytest.fixture(scope="module")
-def built(sim: Any) -> dict[str, Any]:
-    """The session's run of the real task (tests/sim/conftest.py)."""
-    if sim.built is None:
-        pytest.fail("no build is recorded for this sim (COA_TEST_REUSE_SIM=1 needs a sim started by a test session)")
-    return sim.built
-
-
 def entry_of(ami: str) -> dict[str, Any]:
     """The manifest entry of the build that made ``ami``."""
     builds = [b for b in json.loads(MANIFEST.read_text())["builds"] if f":{ami}" in b["artifact_id"]]
@@ -33,8 +25,9 @@ def entry_of(ami: str) -> dict[str, Any]:
     return builds[-1]
 
 
-def test_the_updates_ran_before_the_provisioning(built: dict[str, Any]) -> None:
-    out = built["stdout"]
+def test_the_updates_ran_before_the_provisioning(sim: Any) -> None:
+    assert sim.built is not None, "no build is recorded for this sim"
+    out = sim.built["stdout"]
     m = UPDATES_LINE.search(out)
     assert m is not None, "the build log has no line of the updates step"
     print(f"updates on the builder: {m.group(1)}: {m.group(2)}")  # for the record: what the full-upgrade touched
@@ -43,8 +36,9 @@ def test_the_updates_ran_before_the_provisioning(built: dict[str, Any]) -> None:
     assert provisioning != -1 and m.start() < provisioning, "the updates come before the first provisioning step"
 
 
-def test_the_manifest_lists_the_images_packages(sim: Any, built: dict[str, Any]) -> None:
-    packages = entry_of(built["ami"])["packages"]
+def test_the_manifest_lists_the_images_packages(sim: Any) -> None:
+    assert sim.built is not None, "no build is recorded for this sim"
+    packages = entry_of(sim.built["ami"])["packages"]
     names = {p["name"] for p in packages}
     assert {"ceph-mon", "ceph-osd", "nova-compute", "keystone"} <= names
     assert all(set(p) == {"name", "version", "architecture"} and p["version"] for p in packages)
