@@ -1,19 +1,22 @@
 """A failure, Ctrl-C, SIGTERM or SIGHUP at every stage of the build (moto in-process) leaves nothing.
 
 Each :data:`POINTS` entry is a place inside one stage of :data:`~provision.ec2.plan.STAGES`: the
-start of every stage (its ``==>`` log line), and inside each the moment that is hardest to undo:
-right after a resource exists but before the build has read the reply that names it. At each
-point one of :data:`KINDS` happens: an exception, a ``KeyboardInterrupt``, or a real signal
-delivered to this process (``os.kill(os.getpid(), ...)``), which the build's handler turns into
-Ctrl-C. Then the test asserts what the account holds: for every point but three, exactly what it
-held before (no instance running or stopped, key pair, security group, image, snapshot, volume),
-no snapshot tagged with the build id, no manifest, no temporary key file; and that the signal
-handlers in place before the build are back.
+start of every stage (its ``==>`` log line), and inside each stage the moment that is hardest to
+undo: right after a resource exists but before the build has read the reply that names it. At
+each point inside a stage every one of :data:`KINDS` happens in turn (at a stage's start, one
+signal and one other kind): an exception, a ``KeyboardInterrupt``, or a real signal delivered to
+this process (``os.kill(os.getpid(), ...)``), which the build's handler turns into Ctrl-C. Every
+build runs under AWS's one-image-per-name rule (:func:`~tests.unit.ec2.helpers.unique_names`).
 
-The three other outcomes are the guarantees of the last stages: once ``--force`` has deregistered
-the old image, its newest available replacement is kept (``temp_kept``); a signal or failure while
-a *successful* build removes its temporaries still removes them all and keeps the images it made
-(``result_kept``).
+Then the test asserts what the account holds. ``nothing``: exactly what it held before (no
+instance running or stopped, key pair, security group, image, snapshot, volume), no snapshot
+tagged with the build id, the manifest as it was, no temporary key file. Always: the signal
+handlers in place before the build are back, and the build ended with the injected error (or,
+when the injection hit the cleanup of a failed build, with the error that started it).
+Two stages guarantee something else: once ``--force`` has deregistered the old image, the new
+one under its temporary name is kept, with its snapshots (``temp_kept``); an end while a
+*successful* build removes its temporaries still removes them all and keeps the image and the
+manifest it made (``result_kept``).
 """
 
 from __future__ import annotations
