@@ -197,14 +197,16 @@ def host(c, host=None, user=None, key=None, port=22, profile="debian-12", target
     "public": "make the AMI public (launch permission all); the audit gate always runs first",
     "regions": "comma-separated regions to copy the AMI to (each copy published with --public)",
     "name": "AMI name (default ceph-openstack-<profile>-<UTC time>)",
-    "force": "replace an existing AMI of the same name (deregister it, delete its snapshots)",
+    "force": "replace an existing AMI of the same name, only once the new one is available (made under a temporary name, then again under the name)",
     "on-error": "cleanup (default: remove every temporary resource) or abort (keep the builder to debug)",
     "profile": "distribution profile (default: the one the sim ran, see build/sim-proven.json)",
-    "source-ami": "source AMI id instead of the profile's newest official image",
+    "source-ami": "source AMI id instead of the profile's newest official image (its owner must be the profile's publisher)",
+    "trust-source-owner": "accept a --source-ami whose owner is not the profile's publisher",
     "region": "AWS region of the build",
     "instance-type": "builder instance type (default m1.xlarge)",
     "caller-ip": "the address SSH is admitted from (default: discovered)",
-    "allow-cidr": "admit SSH from this CIDR instead of the caller's /32",
+    "allow-cidr": "admit SSH from this CIDR instead of the caller's /32 (wider than one address: a warning; 0.0.0.0/0 or ::/0: refused without --allow-world)",
+    "allow-world": "accept --allow-cidr 0.0.0.0/0 or ::/0 (SSH to the builder from the whole internet)",
     "allow-unproven": "build a profile no simulation run has proven",
     "key": "use this private key instead of a temporary key pair",
     "wait-delay": "seconds between state checks",
@@ -213,8 +215,12 @@ def host(c, host=None, user=None, key=None, port=22, profile="debian-12", target
 @friendly
 def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_error="cleanup", profile=None,
         source_ami=None, region=None, instance_type=None, caller_ip=None, allow_cidr=None, allow_unproven=False,
-        key=None, wait_delay=None, wait_attempts=None):
-    """Build the AMI: launch a builder, provision, scrub, audit, image, publish, copy, clean up."""
+        key=None, wait_delay=None, wait_attempts=None, trust_source_owner=False, allow_world=False):
+    """Build the AMI: launch a builder, update, provision, scrub, audit, image, publish, copy, clean up.
+
+    Ctrl-C, SIGTERM and SIGHUP all end the build the same way: everything it made is removed
+    (builder, key pair, security group, images and their snapshots) and it exits non-zero.
+    """
     settings = _settings(c, region=region, instance_type=instance_type, wait_delay_s=wait_delay, wait_attempts=wait_attempts)
     region_list = [r.strip() for r in (regions or "").split(",") if r.strip()]
     if sim:
@@ -227,6 +233,7 @@ def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_err
 
         result = build_ami(settings, profile=profile, source_ami=source_ami, public=public, regions=region_list, ami_name=name,
                            force=force, on_error=on_error, caller_ip=caller_ip, allow_cidr=allow_cidr,
+                           allow_world=allow_world, trust_source_owner=trust_source_owner,
                            allow_unproven=allow_unproven, key_file=key, log=_log)
     for reg, ami_id in result.ami_ids.items():
         print(f"{reg}: {ami_id}")

@@ -58,6 +58,7 @@ def build_ami_sim(
         settings,
         profile=profile,
         source_ami=source,
+        trust_source_owner=True,  # the sim registers its own source image: its owner is the sim's account
         public=public,
         regions=list(regions),
         ami_name=ami_name,
