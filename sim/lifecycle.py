@@ -149,16 +149,20 @@ class Sim:
         """The current instance's ids (what reboot and relaunch return without waiting)."""
         return {"instance_id": self.state.instance_id, "container": self.state.container}
 
-    def reboot(self, wait: bool = True) -> dict[str, Any]:
-        """Restart the same instance: same instance-id, same IP; wait until ready (unless ``wait`` is False)."""
-        self.cloud.reload()
-        self.require_running()
-        self.instances.reboot()
+    def _booted(self, wait: bool) -> dict[str, Any]:
+        """After the instance was (re)started: its ids at once, or its status once systemd booted and it is ready."""
         if not wait:
             return self._running_now()
         self.instances.wait_systemd()
         self._wait_ready()
         return self.status()
+
+    def reboot(self, wait: bool = True) -> dict[str, Any]:
+        """Restart the same instance: same instance-id, same IP; wait until ready (unless ``wait`` is False)."""
+        self.cloud.reload()
+        self.require_running()
+        self.instances.reboot()
+        return self._booted(wait)
 
     def stop(self) -> dict[str, Any]:
         """Stop the instance (EC2 StopInstances): its disk and private IP stay; nothing answers until it starts."""
@@ -175,11 +179,7 @@ class Sim:
         if not self.cloud.daemon_alive():
             raise SimError("The sim daemon (moto) is not running: its EC2 state is lost", hint="run `invoke sim.down` then `invoke sim.up`")
         self.instances.start()
-        if not wait:
-            return self._running_now()
-        self.instances.wait_systemd()
-        self._wait_ready()
-        return self.status()
+        return self._booted(wait)
 
     def console(self) -> str:
         """The current instance's console output, through the EC2 API (GetConsoleOutput) as on EC2."""

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
 from moto.ec2.responses.general import General
-from moto.server import ThreadedMotoServer
 
 from sim import console
 from sim.aws import FAKE_CREDENTIALS, ec2_client
@@ -18,22 +17,13 @@ from sim.imds_tree import lookup
 REGION = "us-east-1"
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 SUBNETS = iter(range(1, 250))
 
 
 @pytest.fixture
-def launched(endpoint: str) -> dict[str, Any]:
+def launched(moto_url: str) -> dict[str, Any]:
     """A run_instances in a subnet of its own (the resolver finds instances by private IP)."""
-    ec2 = ec2_client(endpoint, REGION)
+    ec2 = ec2_client(moto_url, REGION)
     cidr = f"10.78.{next(SUBNETS)}.0/24"
     vpc = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
@@ -46,20 +36,20 @@ def launched(endpoint: str) -> dict[str, Any]:
     return {"ec2": ec2, "run": run}
 
 
-def test_user_data_is_served_and_absent_is_404(endpoint: str, launched: dict[str, Any]) -> None:
+def test_user_data_is_served_and_absent_is_404(moto_url: str, launched: dict[str, Any]) -> None:
     cloud_config = "#cloud-config\nwrite_files:\n  - path: /etc/coa-test\n    content: hello\n"
     with_data, without = launched["run"](UserData=cloud_config), launched["run"]()
-    resolve = MotoResolver(endpoint, REGION)
+    resolve = MotoResolver(moto_url, REGION)
     view = resolve(with_data["PrivateIpAddress"])
     assert view is not None and lookup(view.tree, "user-data") == cloud_config
     bare = resolve(without["PrivateIpAddress"])
     assert bare is not None and lookup(bare.tree, "user-data") is None  # the server answers 404
 
 
-def test_stop_start_keeps_the_ids_and_gives_a_new_public_name(endpoint: str, launched: dict[str, Any]) -> None:
+def test_stop_start_keeps_the_ids_and_gives_a_new_public_name(moto_url: str, launched: dict[str, Any]) -> None:
     ec2, inst = launched["ec2"], launched["run"]()
     iid, ip = inst["InstanceId"], inst["PrivateIpAddress"]
-    resolve = MotoResolver(endpoint, REGION)
+    resolve = MotoResolver(moto_url, REGION)
     before = resolve(ip)
     assert before is not None
     ec2.stop_instances(InstanceIds=[iid])
@@ -72,12 +62,12 @@ def test_stop_start_keeps_the_ids_and_gives_a_new_public_name(endpoint: str, lau
     assert lookup(after.tree, "meta-data/public-ipv4") != lookup(before.tree, "meta-data/public-ipv4")
 
 
-def test_console_output_is_the_instances_console(endpoint: str, launched: dict[str, Any], monkeypatch: Any) -> None:
+def test_console_output_is_the_instances_console(moto_url: str, launched: dict[str, Any], monkeypatch: Any) -> None:
     monkeypatch.setattr(General, "get_console_output", General.get_console_output)  # undone after the test
     inst, other = launched["run"](), launched["run"]()
     consoles = {inst["InstanceId"]: "systemd[1]: Started ...\nceph-openstack-ami: admin password for https://x/: REDACTED\n"}
     console.install(consoles.get)
-    client = boto3.client("ec2", endpoint_url=endpoint, region_name=REGION,
+    client = boto3.client("ec2", endpoint_url=moto_url, region_name=REGION,
                           aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
     # On the wire the output is base64, as EC2 sends it; botocore (and the AWS CLI) decode it.
     out = client.get_console_output(InstanceId=inst["InstanceId"])
