@@ -64,14 +64,25 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
     "profile": "distribution profile: debian-12 or ubuntu-24.04 (default: ubuntu-24.04 if it can be pulled, else debian-12)",
     "instance-type": "EC2 instance type to simulate (default m1.xlarge; memory limit follows it)",
     "imdsv2-required": "refuse IMDSv1 in the instance metadata service",
+    "user-data": "a file whose content is the instance's user data (RunInstances UserData; e.g. a #cloud-config)",
 })
 @friendly
-def up(c, ami=None, profile=None, instance_type=None, imdsv2_required=False):
+def up(c, ami=None, profile=None, instance_type=None, imdsv2_required=False, user_data=None):
     """Build what is missing, launch a simulated EC2 instance, provision it and wait until ready."""
     sim = _sim(c, instance_type=instance_type, metadata_allow_v1=False if imdsv2_required else None)
-    status = sim.up(ami=ami, profile=profile)
+    status = sim.up(ami=ami, profile=profile, user_data=_read_user_data(user_data))
     _print_status(status, False)
     print(f"\nshell: invoke sim.shell   ssh: ssh -i {sim.state.key_path} {_login_user(sim)}@{status['private_ip']}")
+
+
+def _read_user_data(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise Exit(f"error: cannot read the user data file {path!r}: {e.strerror}", code=1) from None
 
 
 def _login_user(sim: Any) -> str:
@@ -100,6 +111,28 @@ def status(c, json=False):
 def reboot(c):
     """Restart the same simulated instance (same instance-id, same IP) and wait until ready."""
     _print_status(_sim(c).reboot(), False)
+
+
+@task
+@friendly
+def stop(c):
+    """Stop the simulated instance (EC2 StopInstances): its disk and private IP stay."""
+    _print_status(_sim(c).stop(), False)
+
+
+@task
+@friendly
+def start(c):
+    """Start the stopped instance: same instance-id and private IP, a new public name; wait until ready."""
+    _print_status(_sim(c).start(), False)
+
+
+@task(help={"lines": "only the last N lines"})
+@friendly
+def console(c, lines=0):
+    """Print the instance's console output through the EC2 API (GetConsoleOutput), as its owner reads it."""
+    text = _sim(c).console()
+    print("\n".join(text.splitlines()[-int(lines):]) if int(lines) else text, end="" if text.endswith("\n") else "\n")
 
 
 @task
@@ -164,14 +197,16 @@ def host(c, host=None, user=None, key=None, port=22, profile="debian-12", target
     "public": "make the AMI public (launch permission all); the audit gate always runs first",
     "regions": "comma-separated regions to copy the AMI to (each copy published with --public)",
     "name": "AMI name (default ceph-openstack-<profile>-<UTC time>)",
-    "force": "replace an existing AMI of the same name (deregister it, delete its snapshots)",
+    "force": "replace an existing AMI of the same name, only once the new one is available (made under a temporary name, then again under the name)",
     "on-error": "cleanup (default: remove every temporary resource) or abort (keep the builder to debug)",
     "profile": "distribution profile (default: the one the sim ran, see build/sim-proven.json)",
-    "source-ami": "source AMI id instead of the profile's newest official image",
+    "source-ami": "source AMI id instead of the profile's newest official image (its owner must be the profile's publisher)",
+    "trust-source-owner": "accept a --source-ami whose owner is not the profile's publisher",
     "region": "AWS region of the build",
     "instance-type": "builder instance type (default m1.xlarge)",
     "caller-ip": "the address SSH is admitted from (default: discovered)",
-    "allow-cidr": "admit SSH from this CIDR instead of the caller's /32",
+    "allow-cidr": "admit SSH from this CIDR instead of the caller's /32 (wider than one address: a warning; 0.0.0.0/0 or ::/0: refused without --allow-world)",
+    "allow-world": "accept --allow-cidr 0.0.0.0/0 or ::/0 (SSH to the builder from the whole internet)",
     "allow-unproven": "build a profile no simulation run has proven",
     "key": "use this private key instead of a temporary key pair",
     "wait-delay": "seconds between state checks",
@@ -180,8 +215,12 @@ def host(c, host=None, user=None, key=None, port=22, profile="debian-12", target
 @friendly
 def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_error="cleanup", profile=None,
         source_ami=None, region=None, instance_type=None, caller_ip=None, allow_cidr=None, allow_unproven=False,
-        key=None, wait_delay=None, wait_attempts=None):
-    """Build the AMI: launch a builder, provision, scrub, audit, image, publish, copy, clean up."""
+        key=None, wait_delay=None, wait_attempts=None, trust_source_owner=False, allow_world=False):
+    """Build the AMI: launch a builder, update, provision, scrub, audit, image, publish, copy, clean up.
+
+    Ctrl-C, SIGTERM and SIGHUP all end the build the same way: everything it made is removed
+    (builder, key pair, security group, images and their snapshots) and it exits non-zero.
+    """
     settings = _settings(c, region=region, instance_type=instance_type, wait_delay_s=wait_delay, wait_attempts=wait_attempts)
     region_list = [r.strip() for r in (regions or "").split(",") if r.strip()]
     if sim:
@@ -194,6 +233,7 @@ def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_err
 
         result = build_ami(settings, profile=profile, source_ami=source_ami, public=public, regions=region_list, ami_name=name,
                            force=force, on_error=on_error, caller_ip=caller_ip, allow_cidr=allow_cidr,
+                           allow_world=allow_world, trust_source_owner=trust_source_owner,
                            allow_unproven=allow_unproven, key_file=key, log=_log)
     for reg, ami_id in result.ami_ids.items():
         print(f"{reg}: {ami_id}")
@@ -268,7 +308,7 @@ def test(c, offline=False, full=False, k=None):
     c.run(" ".join(__import__("shlex").quote(a) for a in args), env=env, pty=False)
 
 
-sim_ns = Collection("sim", up, down, status, reboot, relaunch, shell, logs)
+sim_ns = Collection("sim", up, down, status, reboot, stop, start, relaunch, console, shell, logs)
 sim_ns.__doc__ = "The simulation: a Docker container plays an EC2 instance, moto plays EC2."
 provision_ns = Collection("provision", host)
 provision_ns.__doc__ = "Provision a host into the AMI's content."

@@ -55,6 +55,10 @@ class AuditFailed(ProvisionError):
     """The secrets audit found something that must not be in a public image."""
 
 
+class TlsError(ProvisionError):
+    """The instance's TLS certificate cannot be made or used (openssl missing, the owner's files wrong)."""
+
+
 class SimError(ProvisionError):
     """The simulation cannot do what was asked (no sim running, engine missing, ...)."""
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .boot.agent import BootAgentStep
-from .boot.jobs import jobs
+from .boot.agent import BootAgentStep, install_fence_tools
+from .boot.jobs import HOSTNAME_UNIT, jobs
 from .ceph import steps as ceph_steps
 from .openstack import provisioning as openstack
 from .paths import agent_argv
 from .settings import Settings
-from .steps import Log, Report, Step, run_steps
+from .steps import FnStep, Log, Report, Step, run_steps
 from .target import Target
 
 
@@ -34,8 +34,8 @@ def provision(target: Target, settings: Settings, profile: str, log: Log = print
     Installs the boot agent and runs its first per-boot job (hostname), then the content
     steps, then starts the remaining boot units so the host ends as a booted instance would.
     """
-    report = run_steps(target, settings, [BootAgentStep()], log)
-    target.run(["systemctl", "start", jobs(settings)[0].unit], timeout=300)
+    report = run_steps(target, settings, [BootAgentStep(), FnStep("boot.nftables", install_fence_tools)], log)
+    target.run(["systemctl", "start", HOSTNAME_UNIT], timeout=300)
     ip = instance_ipv4(target)
     log(f"instance address from metadata: {ip}")
     more = run_steps(target, settings, content_steps(settings, profile, ip), log)

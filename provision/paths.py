@@ -7,8 +7,10 @@ from __future__ import annotations
 
 #: Where the boot agent's code lives on the instance (its ``PYTHONPATH``).
 AGENT_DIR = "/usr/lib/ceph-openstack-ami"
+#: Our configuration on the instance.
+CONFIG_DIR = "/etc/ceph-openstack-ami"
 #: The settings provisioning wrote, read by the boot agent.
-SETTINGS_PATH = "/etc/ceph-openstack-ami/settings.json"
+SETTINGS_PATH = f"{CONFIG_DIR}/settings.json"
 #: Where our systemd units are installed.
 UNIT_DIR = "/etc/systemd/system"
 #: The interpreter the boot agent runs under (the distribution's, standard library only).

@@ -10,8 +10,9 @@ from typing import Callable
 from .boot.jobs import jobs
 from .ceph import health as ceph_health
 from .exceptions import CommandFailed, ProvisionError
+from .openstack.addresses import saved_addresses
 from .openstack.checks import CHECKS as OPENSTACK_CHECKS
-from .openstack.dashboard import dashboard_login_url, dashboard_status
+from .openstack.dashboard import dashboard_login_url, dashboard_status, redirect_ok, redirect_status
 from .paths import agent_argv
 from .settings import Settings
 from .steps import Log
@@ -66,9 +67,15 @@ def check_openstack(target: Target, settings: Settings) -> list[Check]:
 
 
 def check_dashboard(target: Target, settings: Settings) -> Check:
-    """The dashboard's login page answers 200 on the instance."""
-    code = dashboard_status(target, settings)
-    return Check("dashboard", code == "200", f"{dashboard_login_url(settings)} answered {code or 'nothing'}")
+    """The dashboard's login page answers 200 over TLS on the instance (our certificate checked for
+    the public name), and plain HTTP answers with a redirect to it."""
+    addrs = saved_addresses(target, settings)
+    public = addrs.public_host if addrs else None
+    code = dashboard_status(target, settings, public)
+    redirect = redirect_status(target, settings)
+    ok = code == "200" and redirect_ok(settings, redirect)
+    url = dashboard_login_url(settings, public or "127.0.0.1")
+    return Check("dashboard", ok, f"{url} answered {code or 'nothing'}; port {settings.tls.redirect_port} answered {redirect or 'nothing'}")
 
 
 def one(check: Callable[[Target, Settings], Check]) -> Probe:

@@ -58,7 +58,6 @@ class OpenStackSettings:
     placement_port: int = 8778
     neutron_port: int = 9696
     novnc_port: int = 6080
-    dashboard_port: int = 80
     nova_api_processes: int = 1
     nova_api_threads: int = 4
     placement_processes: int = 1
@@ -84,6 +83,36 @@ class OpenStackSettings:
     flavor_ram_mib: int = 256
     flavor_vcpus: int = 1
     server_name: str = "cephdemo-server"
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS on every public port: the certificate and the ports Apache serves it on.
+
+    ``cert_file``/``key_file`` empty: the instance makes its own key and self-signed
+    certificate at first boot (SANs: its public name, its private IPv4, the hostname), and
+    a new certificate whenever those change. Both set: paths on the instance of the owner's
+    certificate (PEM, chain after the leaf) and key, used as they are and never overwritten.
+
+    The public ports follow TripleO's convention for the APIs (13000 + the last digits of
+    the internal port); Apache proxies each to the service on 127.0.0.1.
+    """
+
+    cert_file: str = ""
+    key_file: str = ""
+    cert_days: int = 825
+    #: A certificate of ours that expires within this many days is made anew at boot.
+    renew_days: int = 30
+    dashboard_port: int = 443
+    #: Plain HTTP: only a redirect to the dashboard's HTTPS URL.
+    redirect_port: int = 80
+    keystone_port: int = 13000
+    glance_port: int = 13292
+    cinder_port: int = 13776
+    nova_port: int = 13774
+    placement_port: int = 13778
+    neutron_port: int = 13696
+    novnc_port: int = 13080
 
 
 @dataclass(frozen=True)
@@ -113,6 +142,7 @@ class Settings:
     wait_attempts: int = 120
     ceph: CephSettings = field(default_factory=CephSettings)
     openstack: OpenStackSettings = field(default_factory=OpenStackSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     def replace(self, **changes: Any) -> "Settings":
         """Return a copy with ``changes`` applied; ``None`` values are ignored (unset flags)."""

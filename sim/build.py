@@ -25,8 +25,8 @@ from provision.ec2.plan import BuilderHost, BuildOptions, BuildResult
 from provision.settings import Settings
 from provision.steps import Log
 
+from .aws import FAKE_CREDENTIALS
 from .cloud import GATEWAY
-from .daemon import FAKE_CREDENTIALS
 from .image_audit import audit_image
 from .lifecycle import Sim
 
@@ -64,6 +64,7 @@ def build_ami_sim(
         settings,
         profile=profile,
         source_ami=source,
+        trust_source_owner=True,  # the sim registers its own source image: its owner is the sim's account
         public=public,
         regions=list(regions),
         ami_name=ami_name,

@@ -26,7 +26,7 @@ from provision.steps import Log
 from provision.target.docker import docker_client
 
 from . import images
-from .daemon import ec2_client
+from .aws import ec2_client
 from .state import ROOT, SimState, state_dir
 
 LABEL = images.LABEL

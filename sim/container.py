@@ -32,6 +32,11 @@ instance is a systemd container on the host's kernel. What that forces, and why:
 * **169.254.169.254 lives on the sim's bridge**: no hypervisor answers a link-local
   address for a container; the metadata server listens there and containers reach it
   through their gateway (``sim.cloud``).
+* **A terminal as the console**: an instance's serial console is where systemd, our units
+  and the owner's one admin-password line print, and what ``GetConsoleOutput`` returns; a
+  container has no ``/dev/console`` unless it gets a terminal, whose output Docker keeps as
+  the container's log, which the sim daemon serves as the console (:data:`CONSOLE_TTY`,
+  ``sim.console``).
 * **Units that need a kernel or devices of their own are masked** (udev, gettys, module
   loading): in ``Dockerfile.ubuntu``, which says why.
 """
@@ -79,3 +84,7 @@ def host_config(api: Any, memory_mib: int, disk: str, network: str) -> dict[str,
     )
     config["ReadonlyPaths"] = READONLY_PATHS
     return config
+
+
+#: The container gets a terminal: its /dev/console, the instance's serial console.
+CONSOLE_TTY = True

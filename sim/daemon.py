@@ -9,30 +9,18 @@ instance whose private IP is the request's source address.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any
 
+from . import console
+from .aws import FAKE_CREDENTIALS, ec2_client
 from .imds import IMDSServer
 from .imds_tree import InstanceView, instance_view
-
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
-
-
-def ec2_client(endpoint: str, region: str) -> Any:
-    """A boto3 EC2 client for the sim's moto server (fake credentials, never real AWS)."""
-    import boto3
-
-    return boto3.client(
-        "ec2",
-        endpoint_url=endpoint,
-        region_name=region,
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
+from .instance import container_name
 
 
 class MotoResolver:
@@ -57,13 +45,16 @@ class MotoResolver:
             if not instances:
                 return None
             inst = instances[0]
+            attr = self.ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="userData")
+            encoded = (attr.get("UserData") or {}).get("Value")
+            user_data = base64.b64decode(encoded) if encoded else None
             key = None
             if inst.get("KeyName"):
                 if inst["KeyName"] not in self._keys:
                     kp = self.ec2.describe_key_pairs(KeyNames=[inst["KeyName"]], IncludePublicKey=True)["KeyPairs"]
                     self._keys[inst["KeyName"]] = kp[0].get("PublicKey", "") if kp else ""
                 key = self._keys[inst["KeyName"]] or None
-        return instance_view(inst, key, self.region)
+        return instance_view(inst, key, self.region, user_data=user_data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.update(FAKE_CREDENTIALS)
 
+    console.install(console.docker_console(container_name))
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     moto.start()
     endpoint = f"http://127.0.0.1:{args.port}"

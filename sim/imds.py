@@ -41,6 +41,15 @@ from .imds_tree import InstanceView, lookup
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/latest/api/token"
+#: The API versions EC2's metadata service lists at ``/`` and serves, oldest first, ``latest`` last:
+#: clients ask for a dated one (cloud-init asks ``2009-04-04`` and ``2021-03-23``), the AWS tools for
+#: ``latest``. Each serves this instance's one tree here (EC2's oldest versions hold fewer keys).
+API_VERSIONS = (
+    "1.0", "2007-01-19", "2007-03-01", "2007-08-29", "2007-10-10", "2007-12-15", "2008-02-01", "2008-09-01",
+    "2009-04-04", "2011-01-01", "2011-05-01", "2012-01-12", "2014-02-25", "2014-11-05", "2015-10-20",
+    "2016-04-19", "2016-06-30", "2016-09-02", "2018-03-28", "2018-08-17", "2018-09-24", "2019-10-01",
+    "2020-10-27", "2021-01-03", "2021-03-23", "2021-07-15", "2022-09-24", "2024-04-11", "latest",
+)
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 MAX_TOKEN_TTL = 21600
@@ -283,10 +292,11 @@ class IMDSServer:
         elif view.http_tokens == "required":
             return _plain(401)
         if path == "/":
-            return Answer(200, "latest", extra)
-        if path != "/latest" and not path.startswith("/latest/"):
+            return Answer(200, "\n".join(API_VERSIONS), extra)
+        version, _, rest = path.lstrip("/").partition("/")
+        if version not in API_VERSIONS:
             return _plain(404)
-        body = lookup(view.tree, path[len("/latest") :].lstrip("/") + ("/" if path.endswith("/") else ""))
+        body = lookup(view.tree, rest + ("/" if path.endswith("/") and rest else ""))
         if body is None:
             return _plain(404)
         return Answer(200, body, extra)

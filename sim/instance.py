@@ -114,16 +114,20 @@ class Instances:
         wait_for_systemd(self.target(), timeout, self.log)
 
     # --- launch -------------------------------------------------------------------------
-    def launch(self, ami: str, memory_mib: int, wait: bool = True) -> None:
-        """run_instances on moto and start the container that is that instance (the current one)."""
+    def launch(self, ami: str, memory_mib: int, wait: bool = True, user_data: str | None = None) -> None:
+        """run_instances on moto (with ``user_data``, else the current instance's) and start the container that is it."""
         ec2 = self.cloud.ec2()
         imds = "required" if not self.settings.metadata_allow_v1 else "optional"
+        data = self.state.user_data if user_data is None else user_data
+        extra = {"UserData": data} if data else {}
         inst = ec2.run_instances(
             ImageId=ami, InstanceType=self.settings.instance_type, MinCount=1, MaxCount=1,
             SubnetId=self.state.subnet_id, KeyName=self.state.key_name,
             MetadataOptions={"HttpTokens": imds, "HttpPutResponseHopLimit": 2, "HttpEndpoint": "enabled"},
             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "coa-sim"}, {"Key": LABEL, "Value": "1"}]}],
+            **extra,
         )["Instances"][0]
+        self.state.user_data = data
         name = self.start_container(inst, memory_mib)
         self.state.instance_id, self.state.container = inst["InstanceId"], name
         self.state.save()
@@ -144,7 +148,7 @@ class Instances:
         hostname = inst.get("PrivateDnsName", "").split(".")[0] or name
         api.create_container(
             self.state.images[ami], name=name, hostname=hostname, host_config=config, networking_config=net, labels=labels(kind="instance", **{"instance-id": iid}),
-            stop_signal=container.RUN_OPTIONS["stop_signal"], environment=container.ENVIRONMENT,
+            stop_signal=container.RUN_OPTIONS["stop_signal"], environment=container.ENVIRONMENT, tty=container.CONSOLE_TTY,
         )
         api.start(name)
         return name
@@ -171,6 +175,30 @@ class Instances:
         c = self.docker.containers.get(self.state.container)
         c.stop(timeout=container.STOP_TIMEOUT_S)
         c.start()
+
+    def stop(self) -> None:
+        """Stop the current instance on moto and its container: the disk and the private IP stay."""
+        self.log(f"stopping {self.state.instance_id} ...")
+        self.cloud.ec2().stop_instances(InstanceIds=[self.state.instance_id])
+        c = self.docker.containers.get(self.state.container)
+        c.stop(timeout=container.STOP_TIMEOUT_S)
+        self.cloud.ec2().get_waiter("instance_stopped").wait(InstanceIds=[self.state.instance_id], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+
+    def start(self) -> None:
+        """Start the stopped current instance: same instance-id and private IP, a new public IPv4 and name (EC2's rule)."""
+        iid = self.state.instance_id
+        self.log(f"starting {iid} ...")
+        self.cloud.ec2().start_instances(InstanceIds=[iid])
+        self.docker.containers.get(self.state.container).start()
+
+    def stopped(self) -> bool:
+        """True when the current instance's container exists and is stopped."""
+        from docker.errors import NotFound
+
+        try:
+            return self.docker.containers.get(self.state.container).status in ("exited", "created")
+        except NotFound:
+            return False
 
     def image(self, instance_id: str, ami: str) -> None:
         """Keep a stopped instance's disk as the content of ``ami`` (after moto's create_image)."""

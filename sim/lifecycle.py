@@ -101,20 +101,20 @@ class Sim:
     def _wait_ready(self, timeout: float = 900) -> list[Check]:
         return wait_ready(self.target(), self.settings, timeout=timeout, log=self.log)
 
-    def up(self, ami: str | None = None, profile: str | None = None) -> dict[str, Any]:
-        """Launch (or find) the simulated instance, provision it, wait until ready."""
+    def up(self, ami: str | None = None, profile: str | None = None, user_data: str | None = None) -> dict[str, Any]:
+        """Launch (or find) the simulated instance, provision it, wait until ready; ``user_data`` goes to RunInstances."""
         self.cloud.reload()
         self._check_instance_type()
         _ = self.docker  # fail early without an engine
-        if not ami and self.state.container and self.instances.running() and self.cloud.daemon_alive():
+        if not ami and user_data is None and self.state.container and self.instances.running() and self.cloud.daemon_alive():
             self.log(f"instance {self.state.instance_id} is already up ({self.state.container})")
         else:
-            self.launch_unprovisioned(ami, profile)
+            self.launch_unprovisioned(ami, profile, user_data)
         if not self.state.provisioned:
             provision_host.provision(self.target(), self.settings, self.state.profile, self.log)
         return self.mark_provisioned()
 
-    def launch_unprovisioned(self, ami: str | None = None, profile: str | None = None) -> None:
+    def launch_unprovisioned(self, ami: str | None = None, profile: str | None = None, user_data: str | None = None) -> None:
         """Replace any instance with a new one: from ``ami`` (a built AMI), else from the profile's source image."""
         if ami is not None:
             validate_ami_id(ami)
@@ -132,7 +132,7 @@ class Sim:
             profile = self.cloud.choose_profile(profile)
             self.state.profile = profile
             source = self.cloud.source_ami(profile)
-        self.instances.launch(source, memory)
+        self.instances.launch(source, memory, user_data=user_data or "")
         self.state.provisioned = bool(ami)  # an instance of a built AMI carries the content already
         self.state.save()
 
@@ -149,16 +149,44 @@ class Sim:
         """The current instance's ids (what reboot and relaunch return without waiting)."""
         return {"instance_id": self.state.instance_id, "container": self.state.container}
 
-    def reboot(self, wait: bool = True) -> dict[str, Any]:
-        """Restart the same instance: same instance-id, same IP; wait until ready (unless ``wait`` is False)."""
-        self.cloud.reload()
-        self.require_running()
-        self.instances.reboot()
+    def _booted(self, wait: bool) -> dict[str, Any]:
+        """After the instance was (re)started: its ids at once, or its status once systemd booted and it is ready."""
         if not wait:
             return self._running_now()
         self.instances.wait_systemd()
         self._wait_ready()
         return self.status()
+
+    def reboot(self, wait: bool = True) -> dict[str, Any]:
+        """Restart the same instance: same instance-id, same IP; wait until ready (unless ``wait`` is False)."""
+        self.cloud.reload()
+        self.require_running()
+        self.instances.reboot()
+        return self._booted(wait)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the instance (EC2 StopInstances): its disk and private IP stay; nothing answers until it starts."""
+        self.cloud.reload()
+        self.require_running()
+        self.instances.stop()
+        return self.status()
+
+    def start(self, wait: bool = True) -> dict[str, Any]:
+        """Start the stopped instance: same instance-id and private IP, a new public name; wait until ready."""
+        self.cloud.reload()
+        if not self.state.container or not self.instances.stopped():
+            raise SimError("No stopped simulated instance to start", hint="stop one with `invoke sim.stop` (or start one with `invoke sim.up`)")
+        if not self.cloud.daemon_alive():
+            raise SimError("The sim daemon (moto) is not running: its EC2 state is lost", hint="run `invoke sim.down` then `invoke sim.up`")
+        self.instances.start()
+        return self._booted(wait)
+
+    def console(self) -> str:
+        """The current instance's console output, through the EC2 API (GetConsoleOutput) as on EC2."""
+        self.cloud.reload()
+        if not self.state.instance_id or not self.cloud.daemon_alive():
+            raise SimError("No simulated instance to read the console of", hint="start one with `invoke sim.up`")
+        return str(self.ec2().get_console_output(InstanceId=self.state.instance_id).get("Output", ""))
 
     def relaunch(self, wait: bool = True) -> dict[str, Any]:
         """Launch a new instance from this instance's disk: new instance-id, new IP; wait until ready (unless ``wait`` is False)."""

@@ -29,6 +29,8 @@ class SimState:
     instance_id: str = ""
     container: str = ""
     provisioned: bool = False
+    #: The current instance's user data (what RunInstances was given; a relaunch passes it on).
+    user_data: str = ""
     images: dict[str, str] = field(default_factory=dict)  # ami-id -> docker image tag (the root disk)
     disks: dict[str, str] = field(default_factory=dict)  # ami-id -> volume holding the data-disk snapshot
 

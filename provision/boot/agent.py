@@ -9,8 +9,10 @@ from pathlib import Path
 
 from ..paths import AGENT_DIR, SETTINGS_PATH, UNIT_DIR
 from ..settings import Settings
-from ..steps import StepResult
+from ..steps import StepResult, apt_install, missing_packages
 from ..target import Target
+from . import fence
+from .fence import render_fence, render_unfence
 from .jobs import jobs
 from .units import render_unit
 
@@ -26,6 +28,8 @@ def agent_files(settings: Settings) -> dict[str, tuple[bytes, int]]:
         rel = path.relative_to(src)
         if rel.parts[0] not in HOST_ONLY:
             files[f"{AGENT_DIR}/provision/{rel.as_posix()}"] = (path.read_bytes(), 0o644)
+    files[fence.FENCE_RULES] = (render_fence().encode(), 0o644)
+    files[fence.UNFENCE_RULES] = (render_unfence().encode(), 0o644)
     files[SETTINGS_PATH] = ((json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True) + "\n").encode(), 0o644)
     for job in jobs(settings):
         files[f"{UNIT_DIR}/{job.unit}"] = (render_unit(job).encode(), 0o644)
@@ -63,3 +67,11 @@ class BootAgentStep:
             target.run("systemctl daemon-reload")
             return StepResult(self.name, True, f"{len(changed)} file(s) updated: {', '.join(os.path.basename(c) for c in changed[:6])}")
         return StepResult(self.name, False, "agent, settings and units already current")
+
+
+def install_fence_tools(target: Target, settings: Settings) -> tuple[bool, str]:
+    """Install ``nft`` (Debian's and Ubuntu's ``nftables``), which the first-boot fence needs."""
+    if not missing_packages(target, [fence.PACKAGE]):
+        return False, f"{fence.PACKAGE} installed"
+    updated = apt_install(target, [fence.PACKAGE], 600)
+    return True, f"installed {fence.PACKAGE}" + (" after apt-get update" if updated else "")

@@ -23,8 +23,15 @@ class BootContext:
     target: Target
     settings: Settings
     info: InstanceInfo
-    metadata_fresh: bool
+    #: Where ``info`` came from: ``metadata`` (the service answered), ``last-known`` (this machine's
+    #: last copy) or ``local`` (the service never answered on this machine: own address only).
+    source: str
     log: Log = log
+
+    @property
+    def metadata_fresh(self) -> bool:
+        """True when the metadata service answered at this boot."""
+        return self.source == "metadata"
 
     @property
     def state_dir(self) -> str:
@@ -42,10 +49,21 @@ class BootJob:
     name: str
     per: str  # "boot" | "instance"
     description: str
-    fn: JobFn
+    #: What the job does; None for a job whose unit runs ``command`` itself.
+    fn: JobFn | None
     after: tuple[str, ...] = ()
     before: tuple[str, ...] = ()
     wants: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    #: argv the unit runs instead of the agent (a job that needs no Python and no metadata).
+    command: tuple[str, ...] = ()
+    #: Runs before the basic system is up (``DefaultDependencies=no``), e.g. before the network.
+    early: bool = False
+    #: Makes this instance's own secrets: the network stays fenced until it has succeeded.
+    secrets: bool = False
+    #: The job writes lines for the owner on stderr: its unit sends stderr to the console too
+    #: (stdout stays in the journal only).
+    announces: bool = False
 
     @property
     def unit(self) -> str:

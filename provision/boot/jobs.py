@@ -6,31 +6,34 @@ for each new instance-id (see :mod:`.runner`).
 
 from __future__ import annotations
 
-from .. import hostname
+import dataclasses
+
+from .. import hostname, tls
 from ..ceph import boot as ceph_boot
+from ..ceph import keys as ceph_keys
 from ..openstack.instance import reconcile, rotate_secrets
 from ..openstack.server import ensure_demo_server
 from ..openstack.volume import ensure_boot_volume
 from ..paths import AGENT_UNITS, COMPUTE_UNITS, OPENSTACK_UNITS, ceph_units
 from ..settings import Settings
 from ..steps import StepResult
+from . import fence
 from .context import BootContext, BootJob
-
-
-def route_source_ip(ctx: BootContext) -> str | None:
-    """The source address the kernel uses towards the metadata service (our own IPv4)."""
-    host = ctx.settings.metadata_url.split("://", 1)[-1].split("/", 1)[0].split(":")[0]
-    out = ctx.target.run(["ip", "-4", "-o", "route", "get", host], check=False).stdout.split()
-    return out[out.index("src") + 1] if "src" in out else None
+from .netinfo import local_ipv4
 
 
 def hostname_job(ctx: BootContext) -> StepResult:
     """Static hostname and /etc/hosts from the metadata (local IPv4 cross-checked with the route)."""
     local = ctx.info.local_ipv4
-    src = route_source_ip(ctx)
+    src = local_ipv4(ctx.target, ctx.settings)
     if src and src != local:
         ctx.log(f"hostname: warning: metadata says local-ipv4 {local} but the route to the metadata service leaves from {src}")
     return hostname.apply(ctx.target, ctx.settings, ctx.info)
+
+
+def tls_job(ctx: BootContext) -> StepResult:
+    """This instance's TLS key (once per instance) and certificate (again whenever its names change)."""
+    return tls.ensure(ctx.target, ctx.settings, ctx.info, ctx.log)
 
 
 def readdress_job(ctx: BootContext) -> StepResult:
@@ -38,9 +41,14 @@ def readdress_job(ctx: BootContext) -> StepResult:
     return ceph_boot.readdress(ctx.target, ctx.settings, ctx.info.local_ipv4)
 
 
+def rotate_mon_key_job(ctx: BootContext) -> StepResult:
+    """A new key for the monitor, before it starts (the runner makes it once per instance)."""
+    return ceph_keys.rotate_mon_key(ctx.target, ctx.settings)
+
+
 def rotate_keys_job(ctx: BootContext) -> StepResult:
-    """New cephx keys for this instance (the runner makes it once per instance-id)."""
-    return ceph_boot.rotate_keys(ctx.target, ctx.settings)
+    """New cephx keys for the daemons and clients, before the manager and OSDs start (once per instance)."""
+    return ceph_keys.rotate_keys(ctx.target, ctx.settings)
 
 
 def openstack_secrets_job(ctx: BootContext) -> StepResult:
@@ -72,19 +80,26 @@ def jobs(settings: Settings) -> list[BootJob]:
     """
     c = settings.ceph
     ceph = ceph_units(c.mon_id, c.mgr_id, c.osd_count)
+    mon, daemons = ceph[0], ceph[1:]
     not_before_endpoints = tuple(u for u in OPENSTACK_UNITS if u not in ("keystone.service", "apache2.service"))
-    return [
+    table = [
         BootJob("hostname", "boot", "Set the static hostname and /etc/hosts from the instance metadata", hostname_job,
                 after=("network-online.target",), wants=("network-online.target",), before=("ssh.service", *ceph)),
+        BootJob(tls.JOB_NAME, "boot", "Give this instance its own TLS key and a certificate for its current names", tls_job,
+                after=("coa-hostname.service",),
+                before=(*tls.SERVED_BY, "nova-novncproxy.service", "coa-openstack-secrets.service", "coa-openstack-endpoints.service"),
+                announces=True, secrets=True),
         BootJob("ceph-readdress", "boot", "Re-address the Ceph monitor when the instance's IP changed", readdress_job,
                 after=("coa-hostname.service",), before=(*ceph, "ceph.target")),
-        BootJob("ceph-keys", "instance", "Give this instance its own cephx keys (once per instance-id)", rotate_keys_job,
-                after=ceph, wants=ceph),
+        BootJob("ceph-mon-key", "instance", "Give the Ceph monitor its own key, before it starts (once per instance)",
+                rotate_mon_key_job, after=("coa-ceph-readdress.service",), before=(mon,), secrets=True),
+        BootJob("ceph-keys", "instance", "Give this instance its own cephx keys, before the manager and OSDs start (once per instance)",
+                rotate_keys_job, after=(mon,), wants=(mon,), before=daemons, secrets=True),
         BootJob("openstack-secrets", "instance",
                 "Give this instance its own OpenStack passwords, Fernet keys and libvirt secret (once per instance-id)",
                 openstack_secrets_job,
                 after=("coa-ceph-keys.service", "mariadb.service", "rabbitmq-server.service", "libvirtd.service"),
-                before=(*OPENSTACK_UNITS, *AGENT_UNITS, "coa-openstack-endpoints.service")),
+                before=(*OPENSTACK_UNITS, *AGENT_UNITS, "coa-openstack-endpoints.service"), secrets=True),
         BootJob("openstack-endpoints", "boot", "Point the OpenStack configuration and catalog at this boot's address and public name",
                 openstack_endpoints_job,
                 after=("coa-hostname.service", "coa-openstack-secrets.service", "mariadb.service", "keystone.service", "apache2.service"),
@@ -95,3 +110,29 @@ def jobs(settings: Settings) -> list[BootJob]:
                 "Keep one demo server booted by this instance from its bootable volume (never a second one)",
                 openstack_demo_server_job, after=("coa-openstack-boot-volume.service", *OPENSTACK_UNITS, *COMPUTE_UNITS)),
     ]
+    return [fence_job(), *(_fenced(job) for job in table), unfence_job(table)]
+
+
+def _fenced(job: BootJob) -> BootJob:
+    """A job that makes secrets needs the fence up: without it, it does not run (closed, not open)."""
+    if not job.secrets:
+        return job
+    return dataclasses.replace(job, after=(*job.after, FENCE_UNIT), requires=(*job.requires, FENCE_UNIT))
+
+
+FENCE_UNIT = "coa-fence.service"
+HOSTNAME_UNIT = "coa-hostname.service"
+
+
+def fence_job() -> BootJob:
+    """Before the network: close the instance to inbound connections except SSH (see :mod:`.fence`)."""
+    return BootJob("fence", "boot", "Close the instance to the network (but SSH) until its secrets are its own", None,
+                   after=("local-fs.target", "nftables.service"), before=("network-pre.target", "shutdown.target"),
+                   wants=("network-pre.target",), command=(fence.NFT, "-f", fence.FENCE_RULES), early=True)
+
+
+def unfence_job(table: list[BootJob]) -> BootJob:
+    """Once every job that makes secrets has succeeded at this boot, open the instance (a failed one keeps it closed)."""
+    units = (FENCE_UNIT, *(j.unit for j in table if j.secrets))
+    return BootJob("unfence", "boot", "Open the instance to the network: its per-instance secrets are made", None,
+                   after=units, requires=units, command=(fence.NFT, "-f", fence.UNFENCE_RULES))

@@ -7,7 +7,6 @@ next boot. Each job logs one line per action to stdout (the journal).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -21,17 +20,20 @@ from ..steps import StepResult
 from ..target import Target
 from ..target.local import LocalTarget
 from .context import BootContext, BootJob, log
+from .firstboot import Marker, cache_text, decide, local_info, parse_cache, parse_marker, read_machine_id
 from .jobs import jobs
+from .netinfo import local_ipv4
 
 
-def read_metadata(settings: Settings) -> tuple[InstanceInfo, bool]:
-    """This instance's metadata, retried within a bound; the last-known copy when it stays down.
+def read_metadata(settings: Settings, target: Target, machine_id: str) -> tuple[InstanceInfo, str]:
+    """This instance's metadata, retried within a bound; where it came from: ``metadata``, ``last-known`` or ``local``.
 
-    Returns:
-        (info, fresh): ``fresh`` is False when the last-known copy was used.
+    When the service stays down, the last-known copy is used if it was read on this machine
+    (same machine-id); on a new machine (an image's first boot) an old copy describes another
+    instance, so only what the instance knows of itself is used: its own IPv4, no public name.
 
     Raises:
-        MetadataError: the service is down and no copy was ever saved.
+        MetadataError: the service is down and the instance has no IPv4 address of its own either.
     """
     cache = os.path.join(settings.state_dir, LAST_METADATA_NAME)
     client = MetadataClient.from_settings(settings, retries=settings.metadata_retries, backoff=settings.metadata_backoff_s)
@@ -49,17 +51,24 @@ def read_metadata(settings: Settings) -> tuple[InstanceInfo, bool]:
         os.makedirs(settings.state_dir, exist_ok=True)
         tmp = cache + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(dataclasses.asdict(info), f)
+            f.write(cache_text(info, machine_id))
         os.replace(tmp, cache)
-        return info, True
+        return info, "metadata"
+    assert error is not None
     try:
         with open(cache) as f:
-            info = InstanceInfo(**json.load(f))
-    except FileNotFoundError:
-        assert error is not None
+            info, cached_on = parse_cache(f.read())
+        if cached_on == machine_id:
+            log(f"metadata: unavailable after {attempts} attempts; using the last-known configuration (instance {info.instance_id})")
+            return info, "last-known"
+        log(f"metadata: unavailable after {attempts} attempts; the last-known copy was read on another machine (instance {info.instance_id}): not used")
+    except (FileNotFoundError, ValueError, TypeError):
+        pass
+    ip = local_ipv4(target, settings)
+    if not ip:
         raise error from None
-    log(f"metadata: unavailable after {attempts} attempts; using the last-known configuration (instance {info.instance_id})")
-    return info, False
+    log(f"metadata: unavailable after {attempts} attempts; using what this instance knows of itself (address {ip}, no public name)")
+    return local_info(machine_id, ip, settings.region), "local"
 
 
 def marker_path(settings: Settings, job: BootJob) -> str:
@@ -72,31 +81,34 @@ def run_job(
     settings: Settings | None = None,
     target: Target | None = None,
     job_list: list[BootJob] | None = None,
+    machine_id: str | None = None,
 ) -> StepResult:
-    """Run one boot job (per-instance jobs only when this instance has not run it yet)."""
+    """Run one boot job (a per-instance job only when this is a new instance, see :func:`firstboot.decide`)."""
     settings = settings or load_installed()
     target = target or LocalTarget()
     by_name = {j.name: j for j in (job_list if job_list is not None else jobs(settings))}
     if name not in by_name:
         raise ProvisionError(f"Unknown boot job {name!r}", hint=f"jobs: {', '.join(by_name)}")
     job = by_name[name]
-    info, fresh = read_metadata(settings)
+    if job.fn is None:
+        raise ProvisionError(f"Boot job {name!r} runs as a command in its unit", hint=f"systemctl start {job.unit}")
+    machine_id = read_machine_id() if machine_id is None else machine_id
+    info, source = read_metadata(settings, target, machine_id)
     marker = marker_path(settings, job)
     if job.per == "instance":
-        done_for = target.read(marker).decode().strip() if target.exists(marker) else None
-        if done_for == info.instance_id:
-            result = StepResult(job.name, False, f"already done for instance {info.instance_id}")
+        old = parse_marker(target.read(marker).decode()) if target.exists(marker) else None
+        decision = decide(old, machine_id, info.instance_id if source == "metadata" else None)
+        if not decision.due:
+            why = decision.why if decision.due is False else decision.why + "; skipped"
+            result = StepResult(job.name, False, why)
             log(result.line())
             return result
-        if not fresh:
-            result = StepResult(job.name, False, "metadata unavailable: cannot tell whether this is a new instance; skipped")
-            log(result.line())
-            return result
+        log(f"{job.name}: a new instance ({decision.why})")
     start = time.monotonic()
-    result = job.fn(BootContext(target, settings, info, fresh))
+    result = job.fn(BootContext(target, settings, info, source))
     result = StepResult(result.name, result.changed, result.detail, time.monotonic() - start)
     if job.per == "instance":
-        target.put(marker, info.instance_id + "\n", mode=0o644)
+        target.put(marker, Marker(info.instance_id, machine_id).text(), mode=0o644)
     log(result.line())
     record_timing(settings, job, result)
     return result

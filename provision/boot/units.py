@@ -19,16 +19,21 @@ def render_unit(job: BootJob, python: str = AGENT_PYTHON, agent_dir: str = AGENT
         lines.append("Before=" + " ".join(job.before))
     if job.wants:
         lines.append("Wants=" + " ".join(job.wants))
+    if job.requires:
+        lines.append("Requires=" + " ".join(job.requires))
+    if job.early:
+        lines += ["DefaultDependencies=no", "Conflicts=shutdown.target"]
+    exec_start = " ".join(job.command) if job.command else f"{python} -m provision.boot run {job.name}"
     lines += [
         "",
         "[Service]",
         "Type=oneshot",
         "RemainAfterExit=yes",
-        f"Environment=PYTHONPATH={agent_dir}",
-        "Environment=PYTHONUNBUFFERED=1",
-        f"ExecStart={python} -m provision.boot run {job.name}",
+        *([] if job.command else [f"Environment=PYTHONPATH={agent_dir}", "Environment=PYTHONUNBUFFERED=1"]),
+        f"ExecStart={exec_start}",
         "TimeoutStartSec=600",
         "StandardOutput=journal+console" if job.per == "instance" else "StandardOutput=journal",
+        *(["StandardError=journal+console"] if job.announces else []),
         f"SyslogIdentifier=coa-{job.name}",
         "",
         "[Install]",

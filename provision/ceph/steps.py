@@ -32,6 +32,7 @@ from .auth import ADMIN_CAPS, MGR_CAPS, clients, ensure_auth, gen_key
 from .boot import readdress
 from .cli import CEPH_USER, COMMAND_TIMEOUT_S, ceph, ceph_json, ceph_version, interface_network, paths, rbd
 from .health import mon_answers, osds_up, wait_healthy
+from .keys import remove_bootstrap_keys
 
 #: Free space kept on the OSD filesystem beyond the OSD files themselves.
 DISK_RESERVE_BYTES = 2 * 1024**3
@@ -327,8 +328,15 @@ def steps(settings: Settings, profile_name: str, ip: str) -> list[Step]:
         FnStep("ceph.osds", bootstrap_osds),
         FnStep("ceph.pools", ensure_pools),
         FnStep("ceph.clients", ensure_clients),
+        FnStep("ceph.bootstrap-keys", remove_unneeded_keys),
         FnStep("ceph.health", _health_step),
     ]
+
+
+def remove_unneeded_keys(target: Target, settings: Settings) -> tuple[bool, str]:
+    """Delete the ``client.bootstrap-*`` keys the monitor made: this cluster bootstraps without them."""
+    gone = remove_bootstrap_keys(target, settings)
+    return outcome([f"removed {', '.join(gone)}"] if gone else [], "no bootstrap keys")
 
 
 def _health_step(target: Target, settings: Settings) -> tuple[bool, str]:

@@ -1,8 +1,10 @@
 """The builder over SSH, and the build on AWS as ``invoke build.ami`` runs it.
 
 :func:`provision_builder` is the one way a build reaches its builder (on AWS and in the
-simulation): an :class:`~provision.target.ssh.SSHTarget` from the settings' SSH bounds, then
-:func:`~provision.image.prepare.prepare_image` (provision, scrub, audit) over that one connection.
+simulation): an :class:`~provision.target.ssh.SSHTarget` from the settings' SSH bounds, then over
+that one connection the distribution's updates (:mod:`provision.image.updates`),
+:func:`~provision.image.prepare.prepare_image` (provision, scrub, audit), and the list of the
+packages installed, which the build records in the manifest.
 :func:`build_ami` adds what only a build on AWS needs before it starts: the region checked, the
 proven profile chosen, and the caller's public address discovered for the builder's /32 SSH rule.
 """
@@ -14,9 +16,10 @@ from typing import Sequence
 
 from ..exceptions import ConfigError
 from ..image.prepare import prepare_image
+from ..image.updates import UPDATES_STEP, Package, installed_packages
 from ..profiles import DEFAULT_PROVEN_PATH, load_proven
 from ..settings import Settings
-from ..steps import Log
+from ..steps import Log, run_steps
 from ..target.ssh import SSHTarget
 from .api import check_region
 from .build import build
@@ -41,15 +44,24 @@ def builder_target(host: BuilderHost, settings: Settings, log: Log = print) -> S
     )
 
 
-def provision_builder(host: BuilderHost, settings: Settings, profile: str, log: Log = print) -> None:
-    """Provision, scrub and audit the builder over one SSH connection (the scrub removes the key it came in with).
+def provision_builder(host: BuilderHost, settings: Settings, profile: str, log: Log = print) -> list[Package]:
+    """Update, provision, scrub and audit the builder over one SSH connection; return its installed packages.
+
+    The updates come first, so everything provisioned is installed on an up-to-date system;
+    the package list is read last, after the provisioning. One connection throughout: the
+    scrub removes the key it came in with.
 
     Raises:
+        CommandFailed: the updates failed (apt's exit code and last lines say why).
         AuditFailed: the audit found something that must not be in a public image.
     """
     target = builder_target(host, settings, log)
     with target:
+        run_steps(target, settings, [UPDATES_STEP], log)
         prepare_image(target, settings, profile, log=log)
+        packages = installed_packages(target)
+    log(f"    {len(packages)} packages installed (recorded in the manifest)")
+    return packages
 
 
 def choose_profile(profile: str | None, default: str, proven_path: str = DEFAULT_PROVEN_PATH) -> str:
@@ -90,6 +102,8 @@ def build_ami(
     on_error: str = "cleanup",
     caller_ip: str | None = None,
     allow_cidr: str | None = None,
+    allow_world: bool = False,
+    trust_source_owner: bool = False,
     allow_unproven: bool = False,
     key_file: str | None = None,
     log: Log = print,
@@ -100,7 +114,9 @@ def build_ami(
         settings: the defaults (region, instance type, waits, SSH bounds) and what is provisioned.
         profile: the distribution profile; default: the only proven one, else the settings' profile.
         caller_ip: the address SSH is admitted from; default: discovered (not asked for with ``allow_cidr``).
-        allow_cidr: admit SSH from this CIDR instead of the caller's single address.
+        allow_cidr: admit SSH from this CIDR instead of the caller's single address (a wider one
+            is warned about; the whole internet is refused unless ``allow_world``).
+        trust_source_owner: accept a ``source_ami`` not published by the profile's publisher.
         key_file: a private key of the user's instead of a generated one.
         log: where progress lines go.
 
@@ -123,6 +139,8 @@ def build_ami(
         on_error=on_error,
         caller_ip=None if allow_cidr else (caller_ip or discover_caller_ip()),
         allow_cidr=allow_cidr,
+        allow_world=allow_world,
+        trust_source_owner=trust_source_owner,
         allow_unproven=allow_unproven,
         key_file=key_file,
     )

@@ -1,6 +1,12 @@
 """Undo: a LIFO :class:`Cleanup` registry, and the idempotent removals it runs ("already gone" is
-success), with the lookups by build tag or name that find a resource even when the call that made
-it was interrupted."""
+success), with the lookups by build tag, name or description that find a resource even when the
+call that made it was interrupted.
+
+An image's snapshots are found three ways, so none is left when a build is stopped while the
+image is still being made: the image's block-device mappings, the description EC2 gives the
+snapshots it makes for an image (``Created by CreateImage(i-...) for ami-...``, ``Copied for
+DestinationAmi ami-...``), and the build-id tag the build puts on them as soon as they are listed.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from typing import Any, Callable, Collection
 
 from botocore.exceptions import ClientError
 
+from ..exceptions import AwsError
 from ..steps import Log
 from .api import GONE_CODES, aws_error, call, error_code, try_call
 from .plan import BUILD_ID_TAG
@@ -93,17 +100,38 @@ class Cleanup:
         return failures
 
 
+def own_snapshots(client: Any, what: str, filter_name: str, value: str) -> list[str]:
+    """Ids of this account's snapshots whose ``filter_name`` matches ``value`` (``what`` names the lookup in errors)."""
+    filters = [{"Name": filter_name, "Values": [value]}]
+    snaps = call(client, what, "describe_snapshots", OwnerIds=["self"], Filters=filters).get("Snapshots", [])
+    return [s["SnapshotId"] for s in snaps]
+
+
+def snapshots_made_for(client: Any, ami_id: str, region: str) -> list[str]:
+    """This account's snapshots whose description names ``ami_id`` (those EC2 made for that image)."""
+    return own_snapshots(client, f"look up the snapshots of {ami_id} in {region}", "description", f"*{ami_id}*")
+
+
+def image_snapshots(client: Any, ami_id: str, region: str) -> list[str]:
+    """Every snapshot behind ``ami_id`` known so far: its block-device mappings, then those made for it."""
+    resp = try_call(client, f"describe image {ami_id} in {region}", "describe_images", ignore=GONE_CODES, ImageIds=[ami_id])
+    images = (resp or {}).get("Images", [])
+    return list(dict.fromkeys([*(image_snapshot_ids(images[0]) if images else []), *snapshots_made_for(client, ami_id, region)]))
+
+
 def delete_image(client: Any, ami_id: str, region: str, snapshot_ids: Collection[str] = ()) -> bool:
     """Deregister an image, then delete its snapshots; True if anything was removed.
 
-    "Already gone" is success. Snapshots are read from the image before it is
-    deregistered (they cannot be deleted while it is registered); ``snapshot_ids``
-    adds any that are already known.
+    "Already gone" is success. Snapshots are looked up before the image is
+    deregistered (they cannot be deleted while it is registered): its mappings and the
+    snapshots EC2 made for it (see :func:`image_snapshots`); ``snapshot_ids`` adds any
+    that are already known.
     """
     removed = False
     resp = try_call(client, f"describe image {ami_id} in {region}", "describe_images", ignore=GONE_CODES, ImageIds=[ami_id])
     images = (resp or {}).get("Images", [])
-    snaps = list(dict.fromkeys([*(image_snapshot_ids(images[0]) if images else []), *snapshot_ids]))
+    made_for = snapshots_made_for(client, ami_id, region)
+    snaps = list(dict.fromkeys([*(image_snapshot_ids(images[0]) if images else []), *made_for, *snapshot_ids]))
     if images and images[0].get("State") != "deregistered":
         try_call(client, f"deregister image {ami_id} in {region}", "deregister_image", ignore=GONE_CODES, ImageId=ami_id)
         removed = True
@@ -113,16 +141,46 @@ def delete_image(client: Any, ami_id: str, region: str, snapshot_ids: Collection
     return removed
 
 
-def images_of_build(client: Any, build_id: str, region: str) -> list[str]:
-    """Ids of this account's images tagged with ``build_id``."""
+def delete_snapshots_once_deregistered(client: Any, ami_id: str, snapshot_ids: Collection[str], region: str) -> None:
+    """Finish an image's removal that was cut short: delete its snapshots if the image is no longer registered.
+
+    While the image is still registered nothing is touched: it is not this build's to remove.
+    """
+    resp = try_call(client, f"describe image {ami_id} in {region}", "describe_images", ignore=GONE_CODES, ImageIds=[ami_id])
+    images = (resp or {}).get("Images", [])
+    if images and images[0].get("State") != "deregistered":
+        return
+    for snap in snapshot_ids:
+        try_call(client, f"delete snapshot {snap} in {region}", "delete_snapshot", ignore=GONE_CODES, SnapshotId=snap)
+
+
+def images_of_build(client: Any, build_id: str, region: str, name: str | None = None) -> list[dict[str, Any]]:
+    """This account's registered images tagged with ``build_id`` (and called ``name``)."""
+    filters = [{"Name": f"tag:{BUILD_ID_TAG}", "Values": [build_id]}]
+    if name is not None:
+        filters.append({"Name": "name", "Values": [name]})
     images = call(
-        client,
-        f"look up images of build {build_id} in {region}",
-        "describe_images",
-        Owners=["self"],
-        Filters=[{"Name": f"tag:{BUILD_ID_TAG}", "Values": [build_id]}],
+        client, f"look up images of build {build_id} in {region}", "describe_images", Owners=["self"], Filters=filters
     ).get("Images", [])
-    return [i["ImageId"] for i in images]
+    return [dict(i) for i in images if i.get("State") != "deregistered"]
+
+
+def snapshots_of_build(client: Any, build_id: str, region: str) -> list[str]:
+    """Ids of this account's snapshots tagged with ``build_id``."""
+    return own_snapshots(client, f"look up snapshots of build {build_id} in {region}", f"tag:{BUILD_ID_TAG}", build_id)
+
+
+def delete_leftover_snapshots(client: Any, build_id: str, region: str) -> list[str]:
+    """Delete the snapshots tagged with ``build_id`` that no registered image of the build uses; return them.
+
+    What an interrupted build leaves of an image it had begun: snapshots of a
+    deregistered (or never finished) image. Those of an image the build keeps are spared.
+    """
+    in_use = {snap for image in images_of_build(client, build_id, region) for snap in image_snapshot_ids(image)}
+    leftovers = [snap for snap in snapshots_of_build(client, build_id, region) if snap not in in_use]
+    for snap in leftovers:
+        try_call(client, f"delete snapshot {snap} in {region}", "delete_snapshot", ignore=GONE_CODES, SnapshotId=snap)
+    return leftovers
 
 
 def instances_of_build(client: Any, build_id: str, region: str) -> list[str]:
@@ -148,13 +206,24 @@ def terminate_instances(
     attempts: int,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Terminate instances and wait until they are terminated; "already gone" is success."""
+    """Terminate instances, then wait (bounded) until they are terminated; "already gone" is success.
+
+    The termination is requested by id first: no lookup precedes it that could fail and
+    leave the instance running.
+
+    Raises:
+        AwsError: the termination was refused, or could not be confirmed within the bounds
+            (the message says which instance; the caller reports how to finish by hand).
+    """
     if not instance_ids:
         return
     for iid in instance_ids:
         try_call(client, f"terminate instance {iid} in {region}", "terminate_instances", ignore=GONE_CODES, InstanceIds=[iid])
     for iid in instance_ids:
-        wait_instance(client, iid, "terminated", region=region, delay=delay, attempts=attempts, sleep=sleep)
+        try:
+            wait_instance(client, iid, "terminated", region=region, delay=delay, attempts=attempts, sleep=sleep)
+        except AwsError as e:
+            raise AwsError(f"Termination of {iid} requested but not confirmed: {e.message}", hint=e.hint) from e
 
 
 def delete_security_group(

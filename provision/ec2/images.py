@@ -16,7 +16,6 @@ from ..exceptions import AwsError, ConfigError
 from ..profiles import Profile
 from ..steps import Log
 from .api import call, try_call
-from .cleanup import delete_image
 from .plan import validate_ami_id
 from .shapes import image_snapshot_ids, newest_image, source_image_filters, tag_list
 
@@ -86,11 +85,17 @@ def find_source_image(client: Any, profile: Profile, region: str) -> dict[str, A
     return dict(best)
 
 
-def describe_source_image(client: Any, ami_id: str, region: str, profile: Profile | None = None) -> dict[str, Any]:
-    """The explicit source image ``ami_id``, which must exist, be available (and match the profile's architecture).
+def describe_source_image(
+    client: Any, ami_id: str, region: str, profile: Profile | None = None, *, trust_owner: bool = False
+) -> dict[str, Any]:
+    """The explicit source image ``ami_id``: it must exist and be available, and match the profile.
+
+    An image whose owner is not the profile's publisher is refused unless ``trust_owner``:
+    whatever its owner put in it becomes the base of a public image.
 
     Raises:
-        ConfigError: it is malformed, does not exist in ``region``, is not available or has another architecture.
+        ConfigError: it is malformed, does not exist in ``region``, is not available, has
+            another architecture, or belongs to another owner (without ``trust_owner``).
     """
     validate_ami_id(ami_id)
     resp = try_call(
@@ -110,6 +115,13 @@ def describe_source_image(client: Any, ami_id: str, region: str, profile: Profil
         raise ConfigError(
             f"Source AMI {ami_id} is {image['Architecture']}, but profile {profile.name} is {profile.architecture}",
             hint="choose an image of the profile's architecture",
+        )
+    owner = str(image.get("OwnerId", "?"))
+    if profile and owner != profile.source_owner and not trust_owner:
+        raise ConfigError(
+            f"Source AMI {ami_id} belongs to account {owner}, not to {profile.display_name}'s publisher {profile.source_owner}",
+            hint="omit --source-ami to start from the publisher's newest image, or pass --trust-source-owner "
+            "if you trust that account with the base of this image",
         )
     return image
 
@@ -226,10 +238,3 @@ def tag_image_and_snapshots(client: Any, image: Mapping[str, Any], tags: Mapping
     """Tag an image and every snapshot behind it (snapshot tags cannot be set at creation in moto)."""
     ids = [image["ImageId"], *image_snapshot_ids(image)]
     call(client, f"tag {', '.join(ids)} in {region}", "create_tags", Resources=ids, Tags=tag_list(tags))
-
-
-def replace_existing(client: Any, name: str, region: str, log: Log) -> None:
-    """``force``: deregister this account's images called ``name`` in ``region`` and delete their snapshots."""
-    for image in images_named(client, name, region):
-        log(f"    replacing {image['ImageId']} ({name!r}) in {region}: deregistering it and deleting its snapshots")
-        delete_image(client, image["ImageId"], region, image_snapshot_ids(image))

@@ -9,7 +9,7 @@ from ..steps import Log
 from .api import GONE_CODES, call, describe_instance, try_call
 from .cleanup import Cleanup, delete_security_group, instances_of_build, security_group_by_name, terminate_instances
 from .keys import Key
-from .plan import BuilderHost, BuildPlan
+from .plan import BUILD_ID_TAG, BuilderHost, BuildPlan
 from .shapes import ingress_permissions, launch_request, resource_tags, tag_specifications
 from .waits import wait_instance
 
@@ -49,16 +49,24 @@ def launch_builder(
     log: Log,
     sleep: Callable[[float], None],
 ) -> BuilderHost:
-    """Launch the builder (its removal registered first, by build tag) and wait until it runs; return how to reach it."""
+    """Launch the builder (its removal registered first) and wait until it runs; return how to reach it.
+
+    The removal terminates the builder by the id ``run_instances`` returned; only when that
+    call was interrupted before it answered is the builder looked up by its build tag.
+    """
     instance: dict[str, str | None] = {"id": None}
 
     def remove_builder() -> None:
-        ids = set(instances_of_build(ec2, plan.build_id, plan.region))
-        if instance["id"]:
-            ids.add(instance["id"])
-        terminate_instances(ec2, sorted(ids), plan.region, delay=plan.wait_delay, attempts=plan.wait_attempts, sleep=sleep)
+        iid = instance["id"]
+        ids = [iid] if iid else instances_of_build(ec2, plan.build_id, plan.region)
+        terminate_instances(ec2, ids, plan.region, delay=plan.wait_delay, attempts=plan.wait_attempts, sleep=sleep)
 
-    handle = cleanup.add(f"builder of build {plan.build_id} in {plan.region}", remove_builder)
+    handle = cleanup.add(
+        f"builder of build {plan.build_id} in {plan.region}",
+        remove_builder,
+        f"aws ec2 describe-instances --region {plan.region} --filters Name=tag:{BUILD_ID_TAG},Values={plan.build_id}"
+        "  # then terminate-instances for each one",
+    )
     resp = call(ec2, f"launch the builder in {plan.region}", "run_instances", **launch_request(plan, source, key_name, group_id))
     iid = instance["id"] = str(resp["Instances"][0]["InstanceId"])
     cleanup.update(

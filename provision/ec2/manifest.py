@@ -1,4 +1,5 @@
-"""The Packer-style manifest (``build/manifest.json``): one entry per build, appended atomically."""
+"""The Packer-style manifest (``build/manifest.json``): one entry per build (with the image's
+packages), appended atomically."""
 
 from __future__ import annotations
 
@@ -6,15 +7,23 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..exceptions import ConfigError
+from ..image.updates import Package
 from ..steps import Log
 from .plan import BUILDER_TYPE, BuildPlan, artifact_id
 
 
-def manifest_entry(plan: BuildPlan, ami_ids: Mapping[str, str], source_ami: str, build_time: int) -> dict[str, Any]:
-    """One ``builds[]`` entry in Packer's manifest shape."""
+def manifest_entry(
+    plan: BuildPlan, ami_ids: Mapping[str, str], source_ami: str, build_time: int, packages: Sequence[Package] = ()
+) -> dict[str, Any]:
+    """One ``builds[]`` entry in Packer's manifest shape, plus ``packages``: what the image has installed.
+
+    ``packages`` lists the builder's packages after the updates and the provisioning (name,
+    version, architecture; sorted), so a build can be compared with another or checked
+    against security advisories.
+    """
     custom = {
         "ami_name": plan.ami_name,
         "profile": plan.profile.name,
@@ -34,6 +43,7 @@ def manifest_entry(plan: BuildPlan, ami_ids: Mapping[str, str], source_ami: str,
         "artifact_id": artifact_id(ami_ids),
         "packer_run_uuid": plan.build_id,
         "custom_data": custom,
+        "packages": [p._asdict() for p in packages],
     }
 
 

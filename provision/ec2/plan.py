@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Collection, Mapping, Sequence
 
 from ..exceptions import AwsError, ConfigError
+from ..image.updates import Package
 from ..profiles import DEFAULT_PROVEN_PATH, Profile, resolve_profile
 from ..settings import Settings
 
@@ -34,7 +35,9 @@ BUILDER_TYPE = "ceph-openstack-ami"
 DEFAULT_MANIFEST_PATH = "build/manifest.json"
 DEFAULT_ROOT_VOLUME_GIB = 30
 ON_ERROR_CHOICES = ("cleanup", "abort")
-STAGES = ("launch", "ssh_wait", "provision", "stop", "create_image", "publish", "copy", "cleanup")
+#: The stages of a build, in order (each timed in :attr:`BuildResult.timings`). ``replace`` is
+#: where ``force`` removes an earlier image of the same name, after the new one is available.
+STAGES = ("launch", "ssh_wait", "provision", "stop", "create_image", "publish", "copy", "replace", "manifest", "cleanup")
 
 AMI_ID_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")
 # AWS: 3-128 characters; letters, digits, ( ) [ ] space . / - ' @ _
@@ -102,7 +105,8 @@ class BuildOptions:
         ami_description: the new image's description.
         public: grant launch permission to everyone (``Group=all``) on every copy.
         regions: further regions to copy the image to (a sequence, or one comma-separated string).
-        force: replace an existing image of the same name (deregister it, delete its snapshots).
+        force: replace an existing image of the same name, once the new one is available
+            (see :mod:`provision.ec2.imaging` for the order).
         on_error: ``cleanup`` (default) removes everything on failure; ``abort`` keeps it for debugging.
         wait_delay: seconds between state checks.
         wait_attempts: state checks before a wait gives up.
@@ -110,6 +114,8 @@ class BuildOptions:
         ssh_attempts: SSH probes before giving up.
         caller_ip: the address SSH is admitted from (as a /32); the task layer discovers it.
         allow_cidr: an explicit wider CIDR to admit SSH from instead of ``caller_ip``.
+        allow_world: accept ``0.0.0.0/0`` or ``::/0`` as ``allow_cidr`` (refused otherwise).
+        trust_source_owner: accept an explicit ``source_ami`` whose owner is not the profile's publisher.
         allow_unproven: build a profile that no simulation run has proven.
         proven_path: the simulation's proven record.
         manifest_path: the Packer-style manifest to append to.
@@ -138,6 +144,8 @@ class BuildOptions:
     ssh_attempts: int = _DEFAULTS.ssh_retries
     caller_ip: str | None = None
     allow_cidr: str | None = None
+    allow_world: bool = False
+    trust_source_owner: bool = False
     allow_unproven: bool = False
     proven_path: str = DEFAULT_PROVEN_PATH
     manifest_path: str = DEFAULT_MANIFEST_PATH
@@ -193,6 +201,7 @@ class BuildPlan:
     extra_tags: Mapping[str, str]
     custom_data: Mapping[str, str]
     ssh_private: bool = False
+    trust_source_owner: bool = False
 
     @property
     def temp_name(self) -> str:
@@ -203,6 +212,11 @@ class BuildPlan:
     def regions(self) -> tuple[str, ...]:
         """The build region, then the copy regions."""
         return (self.region, *self.copy_regions)
+
+    @property
+    def temp_image_name(self) -> str:
+        """The name a new image is made under while an image of :attr:`ami_name` still exists (``force``)."""
+        return temp_image_name(self.ami_name, self.build_id)
 
 
 @dataclass
@@ -218,6 +232,7 @@ class BuildResult:
         manifest_path: the manifest written.
         timings: seconds per stage (see :data:`STAGES`).
         leftovers: temporary resources that could not be removed, with how to remove them.
+        packages: the builder's installed packages after provisioning (also in the manifest).
     """
 
     build_id: str
@@ -228,6 +243,7 @@ class BuildResult:
     manifest_path: str
     timings: dict[str, float]
     leftovers: list[str] = field(default_factory=list)
+    packages: list[Package] = field(default_factory=list)
 
     @property
     def artifact_id(self) -> str:
@@ -271,21 +287,35 @@ def default_ami_name(profile: Profile, now: float) -> str:
     return f"ceph-openstack-{profile.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}"
 
 
-def ssh_cidr(caller_ip: str | None, allow_cidr: str | None) -> str:
+def temp_image_name(name: str, build_id: str) -> str:
+    """``<name>-new-<build id's first 8>``, shortened to EC2's 128 characters (never equal to ``name``)."""
+    suffix = f"-new-{build_id[:8]}"
+    return name[: 128 - len(suffix)] + suffix
+
+
+def ssh_cidr(caller_ip: str | None, allow_cidr: str | None, allow_world: bool = False) -> str:
     """The CIDR the builder admits SSH from: the caller's single address unless a CIDR is given.
 
     Args:
         caller_ip: the caller's public address; becomes ``/32`` (``/128`` for IPv6).
         allow_cidr: an explicit CIDR that replaces it (the only way to widen access).
+        allow_world: accept the whole internet (``0.0.0.0/0``, ``::/0``) as ``allow_cidr``.
 
     Raises:
-        ConfigError: neither is given, or either is malformed.
+        ConfigError: neither is given, either is malformed, or ``allow_cidr`` is the whole
+            internet without ``allow_world``.
     """
     if allow_cidr:
         try:
-            return str(ipaddress.ip_network(allow_cidr, strict=True))
+            net = ipaddress.ip_network(allow_cidr, strict=True)
         except ValueError as e:
             raise ConfigError(f"Invalid CIDR {allow_cidr!r}: {e}", hint="give a network such as 203.0.113.0/24") from e
+        if net.prefixlen == 0 and not allow_world:
+            raise ConfigError(
+                f"Refusing to admit SSH to the builder from the whole internet ({net})",
+                hint="give your own address or network (--caller-ip, or --allow-cidr 203.0.113.0/24), or pass --allow-world if you mean it",
+            )
+        return str(net)
     if not caller_ip:
         raise ConfigError(
             "No address to admit SSH from",
@@ -296,6 +326,16 @@ def ssh_cidr(caller_ip: str | None, allow_cidr: str | None) -> str:
     except ValueError as e:
         raise ConfigError(f"Invalid caller IP address {caller_ip!r}", hint="give a single address such as 203.0.113.7") from e
     return f"{addr}/{addr.max_prefixlen}"
+
+
+def cidr_warning(cidr: str) -> str | None:
+    """The one-line warning for an SSH CIDR wider than a single address (``/32``, ``/128``), else None."""
+    net = ipaddress.ip_network(cidr)
+    if net.prefixlen == net.max_prefixlen:
+        return None
+    if net.prefixlen == 0:
+        return f"warning: SSH to the builder is open to the whole internet ({net}) for the length of the build"
+    return f"warning: SSH to the builder is admitted from {net} ({net.num_addresses} addresses), not from a single address"
 
 
 def artifact_id(ami_ids: Mapping[str, str]) -> str:
@@ -331,7 +371,7 @@ def make_plan(
     if options.source_ami is not None:
         validate_ami_id(options.source_ami)
     name = validate_ami_name(options.ami_name or default_ami_name(profile, time.time() if now is None else now))
-    cidr = ssh_cidr(options.caller_ip, options.allow_cidr)
+    cidr = ssh_cidr(options.caller_ip, options.allow_cidr, options.allow_world)
     if options.key_file and not os.path.isfile(os.path.expanduser(options.key_file)):
         raise ConfigError(
             f"SSH key file {options.key_file!r} does not exist",
@@ -370,4 +410,5 @@ def make_plan(
         extra_tags=dict(options.extra_tags),
         custom_data=dict(options.custom_data),
         ssh_private=options.ssh_private,
+        trust_source_owner=options.trust_source_owner,
     )

@@ -102,6 +102,8 @@ def launch_request(plan: BuildPlan, source_image: Mapping[str, Any], key_name: s
         "MetadataOptions": dict(METADATA_OPTIONS),
         "BlockDeviceMappings": root_block_device(source_image, plan.root_volume_gib),
         "TagSpecifications": tag_specifications(["instance", "volume"], tags),
+        # Idempotent: a retried request (botocore retries throttled calls) cannot launch a second builder.
+        "ClientToken": plan.build_id,
     }
     if plan.subnet_id:
         request["SubnetId"] = plan.subnet_id

@@ -30,13 +30,17 @@ class Addresses:
         return cls(private, getattr(info, "public_hostname", None) or private)
 
 
-def provisioning_addresses(target: Target, settings: Settings, ip: str) -> Addresses:
-    """The instance's addresses while provisioning: ``ip`` and the public name from the metadata the agent saved."""
-    public = None
+def saved_addresses(target: Target, settings: Settings) -> Addresses | None:
+    """The addresses in the metadata the boot agent saved last; None when it never saved any."""
     try:
         data = json.loads(target.read(posixpath.join(settings.state_dir, LAST_METADATA_NAME)).decode())
-        if data.get("local_ipv4") == ip:
-            public = data.get("public_hostname")
     except (FileNotFoundError, json.JSONDecodeError):
-        pass
-    return Addresses(ip, public or ip)
+        return None
+    private = data.get("local_ipv4") if isinstance(data, dict) else None
+    return Addresses(private, data.get("public_hostname") or private) if private else None
+
+
+def provisioning_addresses(target: Target, settings: Settings, ip: str) -> Addresses:
+    """The instance's addresses while provisioning: ``ip`` and the public name from the metadata the agent saved."""
+    saved = saved_addresses(target, settings)
+    return saved if saved is not None and saved.private_ip == ip else Addresses(ip, ip)

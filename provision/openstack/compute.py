@@ -7,9 +7,12 @@ schemas and cell mappings, and waiting until the compute host is up.
 
 from __future__ import annotations
 
+import hashlib
+import posixpath
 import time
 import uuid
 
+from .. import tls
 from ..exceptions import ConfigError, ProvisionError
 from ..settings import Settings
 from ..steps import outcome
@@ -18,7 +21,7 @@ from ..target import Result, Target
 from .addresses import Addresses
 from .api import Cloud, HttpError, OpenStackError, Unreachable, agent
 from .infra import SchemaCommands, manage, mysql, sql_string
-from .ini import FileSpec, authtoken_section, database_section, managed, rabbit_url, render_managed, service_auth_section
+from .ini import PROXY_HEADERS_SECTION, FileSpec, authtoken_section, database_section, managed, rabbit_url, render_managed, service_auth_section
 from .profile import OpenStackProfile
 from .secrets import Secrets, require_secrets
 
@@ -45,8 +48,8 @@ def virt_type(setting: str, kvm_usable: bool) -> str:
 
 
 def novnc_url(settings: Settings, addrs: Addresses) -> str:
-    """The noVNC URL the dashboard's console opens (on the public name: the owner's browser follows it)."""
-    return f"http://{addrs.public_host}:{settings.openstack.novnc_port}/vnc_auto.html"
+    """The noVNC URL the dashboard's console opens: its TLS proxy on the public name (the owner's browser follows it)."""
+    return tls.https_url(addrs.public_host, settings.tls.novnc_port, "/vnc_auto.html")
 
 
 def render_nova_conf(settings: Settings, sec: Secrets, addrs: Addresses, kvm_usable: bool = False) -> str:
@@ -104,13 +107,15 @@ def render_nova_conf(settings: Settings, sec: Secrets, addrs: Addresses, kvm_usa
                     ("enabled", True),
                     ("server_listen", addrs.private_ip),
                     ("server_proxyclient_address", addrs.private_ip),
-                    ("novncproxy_host", "0.0.0.0"),
+                    # Only the TLS proxy on this instance reaches it (provision/openstack/proxy.py).
+                    ("novncproxy_host", "127.0.0.1"),
                     ("novncproxy_port", o.novnc_port),
                     ("novncproxy_base_url", novnc_url(settings, addrs)),
                 ],
             ),
             ("oslo_concurrency", [("lock_path", "/var/lib/nova/tmp")]),
             ("oslo_messaging_notifications", [("driver", "noop")]),
+            PROXY_HEADERS_SECTION,
             ("os_vif_linux_bridge", [("use_ipv6", False)]),
             ("wsgi", [("api_paste_config", "/etc/nova/api-paste.ini")]),
         ],
@@ -173,19 +178,37 @@ def render_libvirtd_socket_dropin() -> str:
 
 
 LIBVIRT_SECRET_USAGE = "client.{user} secret"
+#: Under ``state_dir`` (root, 0600; the scrub removes ``secrets/*`` with libvirt's stored values):
+#: the hash of the (uuid, key) pair last given to the private libvirt secret, which nobody can read back.
+LIBVIRT_SECRET_RECORD = "secrets/libvirt-secret.sha256"
 
 
 def render_libvirt_secret_xml(secret_uuid: str, user: str) -> str:
-    """The libvirt secret that holds ``client.USER``'s cephx key (for Nova's RBD attachments)."""
+    """The libvirt secret that holds ``client.USER``'s cephx key (for Nova's RBD attachments).
+
+    ``private='yes'``: libvirt never hands the value out through its API (``virsh
+    secret-get-value`` is refused); QEMU gets it from libvirtd directly.
+    """
     uuid.UUID(secret_uuid)  # raises ValueError on garbage
     return (
-        "<secret ephemeral='no' private='no'>\n"
+        "<secret ephemeral='no' private='yes'>\n"
         f"  <uuid>{secret_uuid}</uuid>\n"
         "  <usage type='ceph'>\n"
         f"    <name>{LIBVIRT_SECRET_USAGE.format(user=user)}</name>\n"
         "  </usage>\n"
         "</secret>\n"
     )
+
+
+def secret_is_private(dumpxml: str) -> bool:
+    """True when ``virsh secret-dumpxml`` output is a secret defined ``private='yes'``."""
+    head = dumpxml.split(">", 1)[0]
+    return "<secret" in head and ("private='yes'" in head or 'private="yes"' in head)
+
+
+def secret_value_digest(secret_uuid: str, key: str) -> str:
+    """What :data:`LIBVIRT_SECRET_RECORD` holds for ``key`` set on ``secret_uuid`` (a SHA-256, not the key)."""
+    return hashlib.sha256(f"{secret_uuid}\n{key.strip()}".encode()).hexdigest()
 
 
 def parse_virsh_secret_list(text: str) -> list[tuple[str, str]]:
@@ -256,39 +279,55 @@ def volumes_key(target: Target, settings: Settings) -> str:
 
 
 def ensure_libvirt_secret(target: Target, settings: Settings, sec: Secrets) -> list[str]:
-    """One libvirt secret for client.volumes: uuid ``sec.libvirt_secret_uuid``, value its current key.
+    """One private libvirt secret for client.volumes: uuid ``sec.libvirt_secret_uuid``, value its current key.
 
-    Any other secret with the same usage (an old instance's) is undefined first.
+    Any other secret with the same usage (an old instance's) is undefined first; ours is
+    defined again when it is not private (an image made before it was). A private secret's
+    value cannot be read back, so whether it holds the current key is decided by a record:
+    the SHA-256 of (uuid, key) last set, root-only under ``state_dir``; the value is set
+    whenever the record differs or the secret was (re)defined.
     """
     usage = LIBVIRT_SECRET_USAGE.format(user=settings.volume_pool)
     key = volumes_key(target, settings)
+    uid = sec.libvirt_secret_uuid
+    record = posixpath.join(settings.state_dir, LIBVIRT_SECRET_RECORD)
     done = []
     # libvirtd runs on demand from its socket, which a fresh install (services held back while
     # packages install) has not started yet: start both (a no-op when they run).
     target.run(bounded(["systemctl", "start", "libvirtd.socket", "libvirtd.service"], 120))
     rows = parse_virsh_secret_list(virsh(target, "secret-list").stdout)
-    for uid, use in rows:
-        if uid != sec.libvirt_secret_uuid and use.endswith(usage):
-            virsh(target, "secret-undefine", uid)
-            done.append(f"undefined libvirt secret {uid}")
-    if not any(uid == sec.libvirt_secret_uuid for uid, _ in rows):
-        xml = f"/run/coa-libvirt-secret-{sec.libvirt_secret_uuid}.xml"
-        target.put(xml, render_libvirt_secret_xml(sec.libvirt_secret_uuid, settings.volume_pool), 0o600)
+    for other, use in rows:
+        if other != uid and use.endswith(usage):
+            virsh(target, "secret-undefine", other)
+            done.append(f"undefined libvirt secret {other}")
+    defined = any(u == uid for u, _ in rows)
+    if defined and not secret_is_private(virsh(target, "secret-dumpxml", uid).stdout):
+        virsh(target, "secret-undefine", uid)
+        done.append(f"undefined libvirt secret {uid} (not private)")
+        defined = False
+    fresh = not defined
+    if fresh:
+        xml = f"/run/coa-libvirt-secret-{uid}.xml"
+        target.put(xml, render_libvirt_secret_xml(uid, settings.volume_pool), 0o600)
         try:
             virsh(target, "secret-define", "--file", xml)
         finally:
             target.run(["rm", "-f", xml])
-        done.append(f"defined libvirt secret {sec.libvirt_secret_uuid}")
-    current = virsh(target, "secret-get-value", sec.libvirt_secret_uuid, check=False)
-    if not current.ok or current.stdout.strip() != key:
-        # The value goes through a 0600 file, never the command line.
-        tmp = f"/run/coa-libvirt-secret-{sec.libvirt_secret_uuid}.b64"
-        target.put(tmp, key, 0o600)
-        try:
-            virsh(target, "secret-set-value", "--secret", sec.libvirt_secret_uuid, "--file", tmp)
-        finally:
-            target.run(["rm", "-f", tmp])
-        done.append(f"set the value of libvirt secret {sec.libvirt_secret_uuid} (client.{settings.volume_pool} key)")
+        done.append(f"defined private libvirt secret {uid}")
+    digest = secret_value_digest(uid, key)
+    known = target.read(record).decode().strip() if target.exists(record) else ""
+    if not fresh and known == digest:
+        return done
+    # The value goes through a 0600 file, never the command line.
+    tmp = f"/run/coa-libvirt-secret-{uid}.b64"
+    target.put(tmp, key, 0o600)
+    try:
+        virsh(target, "secret-set-value", "--secret", uid, "--file", tmp)
+    finally:
+        target.run(["rm", "-f", tmp])
+    target.run(["install", "-d", "-m", "0700", posixpath.dirname(record)])
+    target.put(record, digest + "\n", 0o600)
+    done.append(f"set the value of libvirt secret {uid} (client.{settings.volume_pool} key)")
     return done
 
 

@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from .. import tls
 from ..settings import Settings
 from ..steps import Log, outcome
 from ..systemd import bounded, ensure_running, restart_if_active
@@ -19,7 +20,18 @@ from ..target import Target, command_line
 from .addresses import Addresses, provisioning_addresses
 from .api import LOCAL, RETRY_S, Cloud, HttpError, OpenStackError, agent, can_authenticate, retry, session, wait_answering
 from .infra import MANAGE_TIMEOUT_S, SchemaCommands, mysql
-from .ini import ADMIN_PROJECT, ADMIN_ROLE, ADMIN_USER, DOMAIN, SERVICE_PROJECT, SERVICE_ROLE, FileSpec, database_section, render_managed
+from .ini import (
+    ADMIN_PROJECT,
+    ADMIN_ROLE,
+    ADMIN_USER,
+    DOMAIN,
+    PROXY_HEADERS_SECTION,
+    SERVICE_PROJECT,
+    SERVICE_ROLE,
+    FileSpec,
+    database_section,
+    render_managed,
+)
 from .profile import OpenStackProfile
 from .secrets import Secrets, new_fernet_key, require_secrets
 
@@ -31,7 +43,11 @@ SCHEMAS: SchemaCommands = {"keystone": [("keystone", ["keystone-manage", "db_syn
 
 @dataclass(frozen=True)
 class ServiceDef:
-    """A catalog service and how its endpoint URL is built."""
+    """A catalog service and how its endpoint URL is built.
+
+    ``port_setting`` names its port in ``settings.openstack`` (the service itself, internal
+    and admin endpoints) and in ``settings.tls`` (the TLS proxy, the public endpoint).
+    """
 
     name: str
     type: str
@@ -60,25 +76,26 @@ SERVICE_USERS: tuple[tuple[str, str], ...] = (
 )
 
 
-def endpoint_url(settings: Settings, service: ServiceDef, host: str) -> str:
-    """``http://HOST:PORT/PATH`` of ``service``."""
-    port = getattr(settings.openstack, service.port_setting)
-    return f"http://{host}:{port}{service.path}"
+def endpoint_url(settings: Settings, service: ServiceDef, host: str, public: bool = False) -> str:
+    """``https://HOST:TLS_PORT/PATH`` of ``service``'s TLS proxy (``public``), else ``http://HOST:PORT/PATH``."""
+    if public:
+        return tls.https_url(host, getattr(settings.tls, service.port_setting), service.path)
+    return f"http://{host}:{getattr(settings.openstack, service.port_setting)}{service.path}"
 
 
 def desired_endpoints(settings: Settings, addrs: Addresses) -> dict[tuple[str, str], str]:
-    """(service type, interface) -> URL: public on the public name, internal and admin on the private IPv4."""
+    """(service type, interface) -> URL: public over TLS on the public name, internal and admin plain on the private IPv4."""
     out: dict[tuple[str, str], str] = {}
     for svc in SERVICES:
         for iface in INTERFACES:
-            host = addrs.public_host if iface == "public" else addrs.private_ip
-            out[(svc.type, iface)] = endpoint_url(settings, svc, host)
+            public = iface == "public"
+            out[(svc.type, iface)] = endpoint_url(settings, svc, addrs.public_host if public else addrs.private_ip, public)
     return out
 
 
 def auth_url(settings: Settings, host: str) -> str:
-    """Keystone's v3 URL on ``host``."""
-    return f"http://{host}:{settings.openstack.keystone_port}/v3"
+    """Keystone's public v3 URL on ``host`` (its TLS proxy)."""
+    return tls.https_url(host, settings.tls.keystone_port, "/v3")
 
 
 def render_keystone_conf(settings: Settings, sec: Secrets) -> str:
@@ -94,6 +111,7 @@ def render_keystone_conf(settings: Settings, sec: Secrets) -> str:
             ("fernet_receipts", [("key_repository", "/etc/keystone/fernet-keys/")]),
             ("credential", [("key_repository", "/etc/keystone/credential-keys/")]),
             ("oslo_policy", [("policy_dirs", "/etc/keystone/policy.d")]),
+            PROXY_HEADERS_SECTION,
         ],
     )
 
@@ -122,6 +140,9 @@ def render_openrc(settings: Settings, sec: Secrets, addrs: Addresses) -> str:
         ("OS_INTERFACE", "public"),
         ("OS_VOLUME_API_VERSION", "3"),
     ]
+    files = tls.cert_files(settings)
+    if files.own:  # self-signed: the clients trust exactly this instance's certificate
+        env.append(("OS_CACERT", files.cert))
     lines = [
         "# Admin credentials of this instance; made at its first boot by ceph-openstack-ami.",
         "# Use: . /root/openrc && openstack token issue",

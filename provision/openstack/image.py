@@ -15,7 +15,7 @@ from ..target import Target
 from .addresses import Addresses
 from .api import Cloud, agent
 from .infra import SchemaCommands
-from .ini import FileSpec, authtoken_section, database_section, render_managed
+from .ini import PROXY_HEADERS_SECTION, FileSpec, authtoken_section, database_section, render_managed
 from .profile import OpenStackProfile
 from .secrets import Secrets
 
@@ -38,7 +38,8 @@ def render_glance_api_conf(settings: Settings, sec: Secrets, addrs: Addresses) -
                     ("workers", o.glance_workers),
                     ("show_image_direct_url", True),
                     ("enabled_backends", "rbd:rbd"),
-                    ("public_endpoint", f"http://{addrs.public_host}:{o.glance_port}"),
+                    # No public_endpoint: the version document names the URL each client used
+                    # (the public one through the TLS proxy; see PROXY_HEADERS_SECTION).
                 ],
             ),
             database_section("database", "glance", sec.glance_db, "glance"),
@@ -60,6 +61,7 @@ def render_glance_api_conf(settings: Settings, sec: Secrets, addrs: Addresses) -
             ("paste_deploy", [("flavor", "keystone")]),
             ("oslo_messaging_notifications", [("driver", "noop")]),
             ("oslo_concurrency", [("lock_path", "/var/lock/glance")]),
+            PROXY_HEADERS_SECTION,
         ],
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from .. import tls
 from ..exceptions import ConfigError
 from ..settings import Settings
 from .addresses import Addresses
@@ -51,6 +52,13 @@ class FileSpec:
 
 
 Section = tuple[str, Sequence[tuple[str, object]]]
+
+
+#: Behind the TLS proxies (:mod:`provision.openstack.proxy`): the service builds its links
+#: from the request's ``Host`` and ``X-Forwarded-Proto`` (oslo.middleware's HTTPProxyToWSGI,
+#: in the pipelines of Keystone, Glance, Cinder, Nova and Neutron; Placement has none, and its
+#: version document's links are relative).
+PROXY_HEADERS_SECTION: Section = ("oslo_middleware", [("enable_proxy_headers_parsing", True)])
 
 
 def _value(v: object) -> str:
@@ -130,7 +138,8 @@ def authtoken_section(settings: Settings, addrs: Addresses, user: str, password:
     return (
         "keystone_authtoken",
         [
-            ("www_authenticate_uri", f"http://{addrs.public_host}:{settings.openstack.keystone_port}"),
+            # Where a client is sent for a token: Keystone's public endpoint, over TLS.
+            ("www_authenticate_uri", tls.https_url(addrs.public_host, settings.tls.keystone_port, "")),
             ("auth_url", f"http://{addrs.private_ip}:{settings.openstack.keystone_port}"),
             *_service_user(settings, user, password),
             ("http_connect_timeout", 10),

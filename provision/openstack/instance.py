@@ -14,6 +14,8 @@ import posixpath
 import time
 from typing import Any
 
+from .. import tls
+from ..console import to_console
 from ..settings import Settings
 from ..steps import Log, StepResult
 from ..systemd import restart_if_active
@@ -23,7 +25,7 @@ from .addresses import Addresses
 from .api import say
 from .compute import ensure_libvirt_secret
 from .dashboard import console_line
-from .identity import admin_cloud, ensure_keystone_resources, keystone_bootstrap, renew_keys
+from .identity import OPENRC_PATH, admin_cloud, ensure_keystone_resources, keystone_bootstrap, renew_keys
 from .profile import host_profile
 from .provisioning import units_of, write_configs
 from .secrets import Secrets, load_secrets, pending_path, require_secrets, save_secrets
@@ -42,7 +44,8 @@ def rotate_secrets(target: Target, settings: Settings, info: Any, log: Log = say
 
     A run that dies half-way left the new secrets in a pending file (root, 0600); the next
     run installs the same ones, so every service converges on one set. The admin password
-    is printed once, on the console, when everything is in place.
+    is printed once, on the console, when everything is in place, with the SHA-256 fingerprint
+    of the TLS certificate (made before this job by ``coa-tls``) that the dashboard serves.
     """
     start = time.monotonic()
     prof = host_profile(target, settings)
@@ -73,7 +76,8 @@ def rotate_secrets(target: Target, settings: Settings, info: Any, log: Log = say
     renewed = new.differing(old) if old else [f.name for f in dataclasses.fields(Secrets)]
     log(f"renewed {len(renewed)} secrets: {', '.join(renewed)}")
     # The one line that shows a secret: the console log (get-console-output) is how the owner learns it.
-    print(console_line(addrs, new.admin_password), flush=True)
+    line = console_line(settings, addrs, new.admin_password, tls.served_fingerprint(target, settings))
+    to_console(line, f"the admin password of this instance is in {OPENRC_PATH} (root only)", log)
     return StepResult("openstack.secrets", True, "; ".join(done), time.monotonic() - start)
 
 

@@ -13,7 +13,7 @@ from ..target import Target
 from .addresses import Addresses
 from .api import Cloud, agent, required
 from .infra import SchemaCommands
-from .ini import FileSpec, authtoken_section, database_section, managed, rabbit_url, render_managed, service_auth_section
+from .ini import PROXY_HEADERS_SECTION, FileSpec, authtoken_section, database_section, managed, rabbit_url, render_managed, service_auth_section
 from .profile import OpenStackProfile
 from .secrets import Secrets
 
@@ -54,6 +54,7 @@ def render_neutron_conf(settings: Settings, sec: Secrets, addrs: Addresses) -> s
             service_auth_section("nova", settings, addrs, "nova", sec.nova_service),
             ("oslo_concurrency", [("lock_path", "/var/lib/neutron/tmp")]),
             ("oslo_messaging_notifications", [("driver", "noop")]),
+            PROXY_HEADERS_SECTION,
             ("agent", [("root_helper", "sudo neutron-rootwrap /etc/neutron/rootwrap.conf"), ("report_interval", 10)]),
             # Zed marks the linuxbridge mechanism "experimental" (its maintainers moved to OVN);
             # it is still the smallest L2 for one host: no OVS database, no controller.

@@ -93,6 +93,8 @@ _COMMON_PACKAGES = (
     "neutron-linuxbridge-agent",
     "neutron-dhcp-agent",
     "openstack-dashboard-apache",
+    # The boot job coa-tls makes this instance's key and certificate with it (provision/tls.py).
+    "openssl",
 )
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import posixpath
 
+from .. import tls
 from ..settings import Settings
 from ..steps import FnStep, Step, apt_install, missing_packages, outcome
 from ..systemd import ensure_running, restart_if_active, unit_enabled
 from ..target import Target
-from . import compute, dashboard, identity, image, network, volume
+from . import compute, dashboard, identity, image, network, proxy, volume
 from .addresses import Addresses, provisioning_addresses
 from .api import agent
 from .compute import LIBVIRTD_SOCKET_DROPIN, compute_step, ensure_cell_templates, kvm_usable, libvirt_step, restart_libvirt_socket
@@ -63,6 +64,7 @@ def service_files(settings: Settings, prof: OpenStackProfile) -> list[FileSpec]:
             *compute.hypervisor_files(prof),
             *network.guest_net_files(settings, prof),
             *dashboard.site_files(settings, prof),
+            *proxy.proxy_files(settings, prof),
         ]
     return files
 
@@ -165,6 +167,8 @@ def steps(settings: Settings, profile_name: str, ip: str) -> list[Step]:
     prof = profile(profile_name)
     return [
         FnStep("openstack.packages", lambda t, s: install_packages(t, prof)),
+        # Apache serves TLS only: the certificate exists before anything starts it.
+        FnStep("tls.certificate", tls.provision_step),
         FnStep("openstack.tuning", lambda t, s: tune_services(t, s, prof)),
         FnStep("openstack.infrastructure", lambda t, s: start_infrastructure(t, s, prof)),
         FnStep("openstack.secrets", ensure_secrets),
@@ -179,5 +183,5 @@ def steps(settings: Settings, profile_name: str, ip: str) -> list[Step]:
         FnStep("openstack.guest-image", guest_step),
         FnStep("openstack.compute", lambda t, s: compute_step(t, s, prof)),
         FnStep("openstack.network", network_step),
-        FnStep("openstack.dashboard", lambda t, s: dashboard_step(t, s, prof)),
+        FnStep("openstack.dashboard", lambda t, s: dashboard_step(t, s, prof, ip)),
     ]

@@ -19,7 +19,7 @@ from .api import Cloud, HttpError, OpenStackError, Unreachable, say, session
 from .identity import wait_keystone
 from .image import image_id
 from .infra import SchemaCommands
-from .ini import FileSpec, authtoken_section, database_section, rabbit_url, render_managed
+from .ini import PROXY_HEADERS_SECTION, FileSpec, authtoken_section, database_section, rabbit_url, render_managed
 from .profile import OpenStackProfile
 from .secrets import Secrets, require_secrets
 
@@ -57,6 +57,7 @@ def render_cinder_conf(settings: Settings, sec: Secrets, addrs: Addresses) -> st
             authtoken_section(settings, addrs, "cinder", sec.cinder_service),
             ("oslo_concurrency", [("lock_path", "/var/lock/cinder")]),
             ("oslo_messaging_notifications", [("driver", "noop")]),
+            PROXY_HEADERS_SECTION,
             (
                 backend,
                 [

@@ -64,9 +64,34 @@ class SimHandle:
         """Same instance, same IP; returns when ready (or at once with ``wait=False``)."""
         return self._sim.reboot(wait=wait)
 
+    def stop(self) -> dict[str, Any]:
+        """Stop the instance (same id and private IP; a new public name when it starts)."""
+        return self._sim.stop()
+
+    def start(self, wait: bool = True) -> dict[str, Any]:
+        """Start the stopped instance; returns when ready (or at once with ``wait=False``)."""
+        return self._sim.start(wait=wait)
+
     def relaunch(self, wait: bool = True) -> dict[str, Any]:
         """New instance from this disk; returns when ready (or at once with ``wait=False``)."""
         return self._sim.relaunch(wait=wait)
+
+    def console(self) -> str:
+        """The current instance's console output, through the EC2 API (GetConsoleOutput), as an owner reads it."""
+        return str(self._sim.console())
+
+    def status_ids(self) -> dict[str, Any]:
+        """The current instance's ids, without running the readiness checks."""
+        return {"instance_id": self._sim.state.instance_id, "container": self._sim.state.container}
+
+    def wait_ready(self) -> dict[str, Any]:
+        """Wait until the current instance is ready (after ``reboot``/``relaunch`` with ``wait=False``); its status."""
+        from provision.ready import wait_ready
+        from sim.instance import wait_for_systemd
+
+        wait_for_systemd(self.target, timeout=600)
+        wait_ready(self.target, self.settings, log=print)
+        return self._sim.status()
 
     def down(self) -> list[str]:
         """Remove everything the sim made."""

@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import pytest
 
-from provision.image.audit import CLUSTER_KEYRINGS, AuditReport, audit, require_clean
 from provision.exceptions import AuditFailed
+from provision.image.audit import CLUSTER_KEYRINGS, AuditReport, audit, require_clean
 from provision.image.scrub import ScrubStep, scrub
 from provision.image.sshd import SSHD_DROPIN
 from provision.settings import Settings

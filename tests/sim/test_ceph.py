@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from provision.ceph import boot as ceph_boot
 from provision.ceph import auth, cli, health
+from provision.ceph import boot as ceph_boot
 from provision.ceph import steps as ceph_steps
-from provision.systemd import bounded, unit_enabled
 from provision.steps import run_steps
+from provision.systemd import bounded, unit_enabled
 from provision.target import Target
 
 pytestmark = pytest.mark.docker

@@ -2,7 +2,9 @@
 
 Needs the ``sim`` session fixture (tests/sim/conftest.py). Checked as the owner would:
 ``openstack server list/show``, ``openstack console log show`` and ``ping`` inside the
-instance; the dashboard from the host, with Debian's headless Chromium driven by Selenium.
+instance; the dashboard from the host over HTTPS, with Debian's headless Chromium driven by
+Selenium, after Python's ``ssl`` checked that port 443 serves the certificate whose fingerprint
+the console printed (tests/sim/test_tls.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from provision.image import guest
 from provision.openstack.identity import parse_openrc
 from provision.openstack.ini import parse_ini
 from tests.sim.test_openstack import boot_volumes, cli, cli_json
+from tests.sim.test_tls import console_fingerprints, fingerprint, tls_request
 
 pytestmark = pytest.mark.docker
 
@@ -105,7 +108,8 @@ def test_novnc_url_uses_the_public_hostname_even_after_the_api_idled(sim: Any) -
     so the call is made, the API left idle for longer than that, and the call made again.
     """
     public = sim.status()["public_hostname"]
-    base = f"http://{public}:{sim.settings.openstack.novnc_port}/vnc_auto.html"
+    # Issue 14: the browser opens noVNC through its TLS proxy on the public name.
+    base = f"https://{public}:{sim.settings.tls.novnc_port}/vnc_auto.html"
     nova = parse_ini(sim.target.read("/etc/nova/nova.conf").decode())
     assert nova["vnc"]["novncproxy_base_url"] == base
     earlier = len(uwsgi_heartbeat_drops(sim.target))  # the log is append-only
@@ -115,7 +119,7 @@ def test_novnc_url_uses_the_public_hostname_even_after_the_api_idled(sim: Any) -
         url = cli(sim.target, "console url show --novnc -f value -c url %s", sim.settings.openstack.server_name).stdout.strip()
         assert url.startswith(base + "?path=%3Ftoken%3D"), url
     assert uwsgi_heartbeat_drops(sim.target)[earlier:] == []
-    # The proxy itself answers on the instance.
+    # The console proxy itself answers on the instance (on loopback only: see tests/sim/test_tls.py).
     code = sim.target.run("curl -s -o /dev/null -w '%%{http_code}' --max-time 10 http://127.0.0.1:%s/vnc_auto.html",
                           str(sim.settings.openstack.novnc_port), check=False).stdout
     assert code == "200"
@@ -142,7 +146,10 @@ def _browser() -> Any:
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager try to download anything
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000"):
+    # The certificate is self-signed: the tests that use the browser first check with Python's ssl
+    # that port 443 serves exactly the certificate whose fingerprint the console printed.
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000",
+                "--ignore-certificate-errors"):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(driver), options=opts)
 
@@ -154,17 +161,22 @@ def test_browser_logs_in_to_the_dashboard_and_sees_the_server(sim: Any) -> None:
 
     ip = sim.status()["private_ip"]
     password = parse_openrc(sim.target.read("/root/openrc").decode())["OS_PASSWORD"]
+    _, der = tls_request(sim, sim.settings.tls.dashboard_port)  # verified for the public name
+    assert fingerprint(der) == console_fingerprints(sim)[-1], "port 443 serves another certificate than the console's"
     browser = _browser()
     try:
         browser.set_page_load_timeout(120)
-        browser.get(f"http://{ip}/")
+        browser.get(f"http://{ip}/")  # plain HTTP: redirected to HTTPS
+        WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "id_username")))
+        assert browser.current_url.startswith(f"https://{ip}/auth/login/"), browser.current_url
+        browser.get(f"https://{ip}/")
         WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "id_username")))
         assert "/auth/login/" in browser.current_url
         browser.find_element(By.ID, "id_username").send_keys("admin")
         browser.find_element(By.ID, "id_password").send_keys(password)
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         WebDriverWait(browser, 90).until(lambda b: "/auth/login/" not in b.current_url)
-        browser.get(f"http://{ip}/project/instances/")
+        browser.get(f"https://{ip}/project/instances/")
         WebDriverWait(browser, 90).until(ec.presence_of_element_located((By.ID, "instances")))
         page = browser.page_source
         assert sim.settings.openstack.server_name in page
@@ -179,9 +191,11 @@ def test_dashboard_refuses_a_wrong_password(sim: Any) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     ip = sim.status()["private_ip"]
+    _, der = tls_request(sim, sim.settings.tls.dashboard_port)
+    assert fingerprint(der) == console_fingerprints(sim)[-1]
     browser = _browser()
     try:
-        browser.get(f"http://{ip}/auth/login/")
+        browser.get(f"https://{ip}/auth/login/")
         WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "id_username")))
         browser.find_element(By.ID, "id_username").send_keys("admin")
         browser.find_element(By.ID, "id_password").send_keys("not-the-password")

@@ -3,19 +3,24 @@
 A relaunch costs minutes (an image of the instance, then a first boot), so the module relaunches
 once (the ``relaunched`` fixture) and every test checks one aspect of that same relaunch: EC2's
 view and the metadata, the monitor's new address, data kept, every cephx key and OpenStack
-secret renewed, endpoints, console and dashboard following the new name, no second volume.
+secret renewed, endpoints, console and dashboard following the new name, a new TLS key and a
+certificate for the new names whose fingerprint the console printed, no second volume.
 The reliability suite relaunches more times in a row, and checks that no instance reuses an
 earlier one's keys (test_reliability.py).
 """
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any, Iterator
 
 import pytest
 
+from provision import tls
 from provision.ceph import cli as ceph_cli
 from provision.ceph import health
+from provision.openstack.compute import LIBVIRT_SECRET_RECORD, secret_value_digest
 from provision.openstack.dashboard import DASHBOARD_OVERRIDES
 from provision.openstack.identity import parse_openrc
 from provision.openstack.ini import parse_ini
@@ -24,10 +29,27 @@ from tests.sim.test_ceph import HEALTH_TIMEOUT_S, boot_log, client_keys, image_s
 from tests.sim.test_ceph import IMAGE as DATA_IMAGE
 from tests.sim.test_openstack import OPENRC, boot_volumes, cli, endpoints, secrets_of
 from tests.sim.test_sim import imds_get
+from tests.sim.test_tls import console_fingerprints, fingerprint, tls_request
 
 pytestmark = pytest.mark.docker
 
 DATA = "/root/coa-sim-ceph-check.bin"
+#: Ports of services that hold the image's (or an earlier instance's) keys until the rotation:
+#: Ceph's monitor (msgr2, msgr1), Keystone, RabbitMQ, Glance, Cinder.
+PROBED_PORTS = (3300, 6789, 5000, 5672, 9292, 8776)
+
+
+def first_answer(ip: str, ports: tuple[int, ...], deadline: float) -> tuple[float, int] | None:
+    """(host monotonic time, port) of the first TCP connection to ``ip`` that a listener accepted; None by ``deadline``."""
+    while time.monotonic() < deadline:
+        for port in ports:
+            try:
+                socket.create_connection((ip, port), timeout=0.3).close()
+                return time.monotonic(), port
+            except OSError:
+                pass
+        time.sleep(0.2)
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +72,14 @@ def relaunched(sim: Any) -> Iterator[dict[str, Any]]:
         "secrets": secrets_of(sim),
         "fernet": t.run("cat /etc/keystone/fernet-keys/* | sha256sum").stdout,
         "boot_volumes": [v["ID"] for v in boot_volumes(sim)],
+        "tls_key": t.run(["sha256sum", tls.cert_files(s).key]).stdout.split()[0],
+        "tls_fingerprint": tls.served_fingerprint(t, s),
     }
-    after = sim.relaunch()
-    yield {"before": before, "after": after}
+    sim.relaunch(wait=False)
+    ip = sim.ec2().describe_instances(InstanceIds=[sim.status_ids()["instance_id"]])["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+    opened = first_answer(ip, PROBED_PORTS, time.monotonic() + 900)
+    after = sim.wait_ready()
+    yield {"before": before, "after": after, "opened": opened}
     ceph_cli.rbd(sim.target, s, "rm", DATA_IMAGE, check=False)
 
 
@@ -105,8 +132,17 @@ def test_every_openstack_secret_renewed(sim: Any, relaunched: dict[str, Any]) ->
     secrets_list = t.run(["virsh", "-q", "-c", "qemu:///system", "secret-list"]).stdout
     assert new_secrets.libvirt_secret_uuid in secrets_list and old_secrets.libvirt_secret_uuid not in secrets_list
     key = t.run(["ceph", "--connect-timeout", "10", "auth", "get-key", f"client.{sim.settings.volume_pool}"]).stdout.strip()
-    value = t.run(["virsh", "-q", "-c", "qemu:///system", "secret-get-value", new_secrets.libvirt_secret_uuid]).stdout.strip()
-    assert value == key
+    # Issue 14: the secret is private, so libvirt refuses to hand its value out; the value libvirt
+    # stores (root-only, under /etc/libvirt/secrets) and our record of what was set say it is the new key.
+    uid = new_secrets.libvirt_secret_uuid
+    assert "private='yes'" in t.run(["virsh", "-q", "-c", "qemu:///system", "secret-dumpxml", uid]).stdout
+    refused = t.run(["virsh", "-q", "-c", "qemu:///system", "secret-get-value", uid], check=False)
+    assert not refused.ok and "private" in refused.stderr and key not in refused.stdout
+    assert t.read(f"/etc/libvirt/secrets/{uid}.base64").decode().strip() == key
+    record = f"{sim.settings.state_dir}/{LIBVIRT_SECRET_RECORD}"
+    assert t.read(record).decode().strip() == secret_value_digest(uid, key)
+    st = t.file_state(record)
+    assert st is not None and (st.mode, st.owner) == (0o600, "root")
 
 
 def test_endpoints_console_and_dashboard_follow_the_new_name(sim: Any, relaunched: dict[str, Any]) -> None:
@@ -117,17 +153,54 @@ def test_endpoints_console_and_dashboard_follow_the_new_name(sim: Any, relaunche
     assert len(public) == 6 and all(f"//{after['public_hostname']}:" in u for u in public)
     assert len(internal) == 12 and all(f"//{after['private_ip']}:" in u for u in internal)
 
-    console = t.run("journalctl -o cat --no-pager -u coa-openstack-secrets | grep -c 'admin password for http://%s/: '",
-                    after["public_hostname"], check=False)
-    assert console.stdout.strip() == "1"
+    # Issue 14: public endpoints, the console's dashboard URL and noVNC are HTTPS (the TLS proxies).
+    assert all(u.startswith(f"https://{after['public_hostname']}:") for u in public)
+    assert all(u.startswith(f"http://{after['private_ip']}:") for u in internal)
+    console = sim.console()  # the new instance's console, through the EC2 API
+    assert console.count(f"admin password for https://{after['public_hostname']}/ (certificate SHA-256 ") == 1
 
     vnc = parse_ini(t.read("/etc/nova/nova.conf").decode())["vnc"]
-    assert vnc["novncproxy_base_url"].startswith(f"http://{after['public_hostname']}:")
+    assert vnc["novncproxy_base_url"].startswith(f"https://{after['public_hostname']}:{sim.settings.tls.novnc_port}/")
     assert vnc["server_proxyclient_address"] == after["private_ip"]
     hosts = t.read(DASHBOARD_OVERRIDES).decode()
     assert repr(after["public_hostname"]) in hosts and before["public_hostname"] not in hosts
 
 
+def test_a_new_tls_key_and_a_certificate_for_the_new_names(sim: Any, relaunched: dict[str, Any]) -> None:
+    t, s = sim.target, sim.settings
+    before, after = relaunched["before"], relaunched["after"]
+    files = tls.cert_files(s)
+    assert t.run(["sha256sum", files.key]).stdout.split()[0] != before["tls_key"], "the key of the earlier instance was kept"
+    sans = tls.parse_sans(t.run(tls.sans_argv(files.cert)).stdout)
+    assert f"DNS:{after['public_hostname']}" in sans and f"IP:{after['private_ip']}" in sans
+    assert f"DNS:{before['status']['public_hostname']}" not in sans and f"IP:{before['status']['private_ip']}" not in sans
+    fp = tls.served_fingerprint(t, s)
+    assert fp != before["tls_fingerprint"]
+    # The new fingerprint is on the console (with the new admin password), and port 443 serves it.
+    assert console_fingerprints(sim)[-1] == fp
+    _, der = tls_request(sim, s.tls.dashboard_port)
+    assert fingerprint(der) == fp
+    made = t.run("journalctl -o cat --no-pager -b -u coa-tls", check=False).stdout
+    assert "new key and certificate" in made
+
+
 def test_the_boot_volume_is_kept_not_copied_again(sim: Any, relaunched: dict[str, Any]) -> None:
     assert [v["ID"] for v in boot_volumes(sim)] == relaunched["before"]["boot_volumes"]
     assert len(relaunched["before"]["boot_volumes"]) == 1
+
+
+def test_no_service_answers_from_the_network_before_the_new_instance_has_its_own_secrets(sim: Any, relaunched: dict[str, Any]) -> None:
+    """The first-boot fence: from outside, the monitor, Keystone, RabbitMQ, Glance and Cinder answered only
+    after every job that makes this instance's secrets had finished (host and container share one monotonic clock)."""
+    opened = relaunched["opened"]
+    assert opened is not None, "no probed port ever answered from the network"
+    at, port = opened
+    units = ["coa-ceph-mon-key.service", "coa-ceph-keys.service", "coa-openstack-secrets.service", "coa-unfence.service"]
+    out = sim.target.run(["systemctl", "show", "-p", "Id", "-p", "ActiveEnterTimestampMonotonic", *units]).stdout
+    done = {}
+    for block in out.strip().split("\n\n"):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        done[fields["Id"]] = int(fields["ActiveEnterTimestampMonotonic"]) / 1e6
+    assert all(done.values()), done  # each ran at this boot (0 = never)
+    secrets_done = max(v for k, v in done.items() if k != "coa-unfence.service")
+    assert at >= secrets_done, f"port {port} answered at {at:.1f}, secrets done at {done}"

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 from provision.ceph import cli
-from provision.systemd import bounded
 from provision.exceptions import DiskFull
-from provision.systemd import unit_states
+from provision.systemd import bounded, unit_states
 from tests.sim.test_ceph import boot_log, client_keys, mon_vectors, reused_keys
 
 pytestmark = [pytest.mark.docker, pytest.mark.reliability]

@@ -6,14 +6,15 @@ Runs after the other sim tests (it replaces the session's instance with a new on
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from provision import tls
 from provision.ceph import cli
 from provision.openstack.identity import parse_openrc
+from tests.sim import inventory
 
 pytestmark = pytest.mark.docker
 
@@ -39,6 +40,8 @@ def identity(sim: Any) -> dict[str, str]:
         "admin_password": parse_openrc(t.read("/root/openrc").decode())["OS_PASSWORD"],
         "libvirt_secret": t.run("virsh -q -c qemu:///system secret-list | awk '{print $1}'").stdout.strip(),
         "demo_server": t.run(". /root/openrc && openstack server list -f value -c ID -c Status").stdout.strip(),
+        "tls_key": t.run(["sha256sum", tls.cert_files(sim.settings).key]).stdout.split()[0],
+        "tls_fingerprint": tls.served_fingerprint(t, sim.settings) or "",
     }
 
 
@@ -69,19 +72,30 @@ def test_builder_and_its_temporaries_are_gone(sim: Any, built: dict[str, Any], d
 
 def test_instances_from_the_ami_are_ready_with_their_own_secrets(sim: Any, built: dict[str, Any], docker_client: Any) -> None:
     image = docker_client.images.get(f"ceph-openstack-ami/ami:{built['ami']}")
-    baked = docker_client.containers.run(image.id, ["cat", "/etc/ceph/ceph.client.volumes.keyring"], entrypoint=[], remove=True).decode()
-    builder_key = re.search(r"key = (\S+)", baked).group(1)
-    assert docker_client.containers.run(image.id, ["sh", "-c", "ls /etc/ssh/ssh_host_* 2>/dev/null | wc -l"], entrypoint=[], remove=True).strip() == b"0"
+
+    def in_image(command: str) -> str:
+        return docker_client.containers.run(image.id, ["sh", "-c", command], entrypoint=[], remove=True, network_mode="none").decode()
+
+    baked = inventory.image_content(in_image)
+    assert not [k for k in baked if k.startswith("image ssh ")], "the AMI holds SSH host keys"
+    assert not [k for k in baked if "bootstrap" in k]
+    # No TLS key in the image: each instance makes its own at first boot (the scrub removes secrets/*).
+    key = tls.cert_files(sim.settings).key
+    assert in_image(f"test -e {key}; echo $?").strip() == "1"
 
     # The session's instance descends from the AMI (relaunched since); a new instance of the AMI
-    # must share none of its keys, secrets or ids, nor the builder's.
-    seen = [identity(sim)]
+    # must share none of its keys, secrets or ids, nor the AMI's.
+    seen = [(identity(sim), inventory.inventory(sim.target, sim.settings))]
     status = sim.up(ami=built["ami"])
     assert status["ready"] is True and status["ami_id"] == built["ami"]
-    seen.append(identity(sim))
-    for s in seen:
-        assert s["demo_server"].endswith(" ACTIVE") and len(s["demo_server"].splitlines()) == 1, s["demo_server"]
-    first, second = seen
+    seen.append((identity(sim), inventory.inventory(sim.target, sim.settings)))
+    for ident, _ in seen:
+        assert ident["demo_server"].endswith(" ACTIVE") and len(ident["demo_server"].splitlines()) == 1, ident["demo_server"]
+    (first, first_items), (second, second_items) = seen
     for key in first:
         assert first[key] != second[key], key
-    assert builder_key not in (first["cephx"], second["cephx"])
+    compared = sorted(first_items.keys() & second_items.keys())
+    print("compared secret-bearing items:", ", ".join(compared))
+    assert len(compared) >= 30 and not [n for n in first_items if "bootstrap" in n]
+    assert inventory.shared(first_items, second_items) == []
+    assert inventory.shared(baked, first_items) == [] and inventory.shared(baked, second_items) == []

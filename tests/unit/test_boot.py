@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Iterator
 
 import pytest
 
+from provision.boot import firstboot, runner
 from provision.boot import jobs as boot_jobs
-from provision.boot import runner
 from provision.boot.context import BootContext, BootJob
+from provision.boot.units import render_unit
 from provision.exceptions import MetadataError
 from provision.settings import Settings
 from provision.steps import StepResult
 from provision.target.local import LocalTarget
-from provision.boot.units import render_unit
 from sim.imds import IMDSServer
 from sim.imds_tree import InstanceView
 
@@ -74,7 +75,7 @@ def settings(tmp_path: Any, imds: Instance) -> Settings:
 
 
 def run(name: str, settings: Settings) -> StepResult:
-    return runner.run_job(name, settings, LocalTarget(), job_list=JOBS)
+    return runner.run_job(name, settings, LocalTarget(), job_list=JOBS, machine_id=MACHINE_A)
 
 
 def test_per_instance_job_runs_once_per_instance_id(settings: Settings, imds: Instance) -> None:
@@ -92,22 +93,78 @@ def test_per_boot_job_runs_every_time(settings: Settings) -> None:
     assert len(CALLS) == 2
 
 
+def run_on(name: str, settings: Settings, machine_id: str) -> StepResult:
+    return runner.run_job(name, settings, LocalTarget(), job_list=JOBS, machine_id=machine_id)
+
+
+MACHINE_A = "0123456789abcdef0123456789abcdef"
+MACHINE_B = "fedcba9876543210fedcba9876543210"
+
+
 def test_metadata_down_uses_last_known_and_says_so(settings: Settings, imds: Instance, capsys: Any) -> None:
-    run("every-boot", settings)
+    run_on("every-boot", settings, MACHINE_A)
+    run_on("once", settings, MACHINE_A)
     imds.server.stop()
     capsys.readouterr()
-    run("every-boot", settings)
-    assert CALLS == ["i-00000000000000001", "i-00000000000000001"]
+    run_on("every-boot", settings, MACHINE_A)
+    assert CALLS == ["i-00000000000000001"] * 3
     assert "using the last-known configuration" in capsys.readouterr().out
-    # a per-instance job cannot tell whether this is a new instance: it does nothing
-    result = run("once", settings)
-    assert not result.changed and "metadata unavailable" in result.detail
+    # the same machine (a reboot): the per-instance job is done already, metadata or not
+    result = run_on("once", settings, MACHINE_A)
+    assert not result.changed and "already done" in result.detail
+    assert len(CALLS) == 3
 
 
-def test_metadata_down_without_history_is_an_error(settings: Settings, imds: Instance) -> None:
+def test_metadata_down_at_the_first_boot_of_a_new_machine_still_runs_per_instance_jobs(
+    settings: Settings, imds: Instance, capsys: Any
+) -> None:
+    run_on("once", settings, MACHINE_A)  # the builder
     imds.server.stop()
+    capsys.readouterr()
+    result = run_on("once", settings, MACHINE_B)  # an instance of its image: systemd made a new machine-id
+    out = capsys.readouterr().out
+    assert result.changed and CALLS == ["i-00000000000000001", "unknown"]
+    assert "read on another machine" in out and "using what this instance knows of itself" in out
+    assert "machine-id" in out  # the journal says which signal decided
+    again = run_on("once", settings, MACHINE_B)  # its next boot, metadata still down
+    assert not again.changed and len(CALLS) == 2
+
+
+def test_metadata_down_and_no_address_of_its_own_is_an_error(settings: Settings, imds: Instance, monkeypatch: Any, tmp_path: Any) -> None:
+    imds.server.stop()
+    # A host with no route at all: its `ip route get` answers as the kernel does without one.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ip").write_text("#!/bin/sh\necho 'RTNETLINK answers: Network is unreachable' >&2\nexit 2\n")
+    (fake / "ip").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
     with pytest.raises(MetadataError):
-        run("every-boot", settings)
+        run_on("every-boot", settings, MACHINE_A)
+
+
+@pytest.mark.parametrize(
+    "marker,machine,instance,due,why",
+    [
+        (None, MACHINE_A, "i-1", True, "never done"),
+        (firstboot.Marker("i-1", MACHINE_A), MACHINE_A, "i-1", False, "already done for instance i-1"),
+        (firstboot.Marker("i-1", MACHINE_A), MACHINE_B, None, True, "machine-id"),
+        (firstboot.Marker("i-1", MACHINE_A), MACHINE_B, "i-1", True, "machine-id"),
+        (firstboot.Marker("i-1", MACHINE_A), MACHINE_A, "i-2", True, "instance-id i-1 -> i-2"),
+        (firstboot.Marker("i-1", MACHINE_A), MACHINE_A, None, False, "already done"),
+        (firstboot.Marker("unknown", MACHINE_A), MACHINE_A, "i-7", False, "already done for instance i-7"),
+        (firstboot.Marker("i-1", None), MACHINE_A, None, None, "cannot tell"),
+        (firstboot.Marker("i-1", None), MACHINE_A, "i-2", True, "instance-id"),
+    ],
+)
+def test_new_instance_decision(marker: Any, machine: str, instance: str | None, due: bool | None, why: str) -> None:
+    d = firstboot.decide(marker, machine, instance)
+    assert d.due is due and why in d.why
+
+
+def test_markers_of_an_older_agent_are_read() -> None:
+    assert firstboot.parse_marker("i-0abc\n") == firstboot.Marker("i-0abc", None)
+    m = firstboot.Marker("i-1", MACHINE_A)
+    assert firstboot.parse_marker(m.text()) == m
 
 
 def test_job_timings_are_recorded(settings: Settings) -> None:
@@ -126,6 +183,21 @@ def test_units_order_readdress_before_every_ceph_daemon() -> None:
         assert unit in before
     assert "ExecStart=/usr/bin/python3 -m provision.boot run ceph-readdress" in text
     assert "StandardOutput=journal+console" in render_unit(jobs["ceph-keys"])  # per-instance: console too
+
+
+def test_tls_unit_runs_after_the_hostname_before_apache_and_the_openstack_jobs() -> None:
+    jobs = {j.name: j for j in boot_jobs.jobs(Settings())}
+    order = [j.name for j in boot_jobs.jobs(Settings())]
+    assert order.index("tls") < order.index("openstack-secrets") and order[:2] == ["fence", "hostname"]
+    text = render_unit(jobs["tls"])
+    after = next(line for line in text.splitlines() if line.startswith("After="))
+    before = next(line for line in text.splitlines() if line.startswith("Before="))
+    assert after == "After=coa-hostname.service coa-fence.service"
+    for unit in ("apache2.service", "nova-novncproxy.service", "coa-openstack-secrets.service", "coa-openstack-endpoints.service"):
+        assert unit in before.split("=", 1)[1].split()
+    # Per boot, and only what it announces (stderr: the fingerprint of a new certificate) reaches the console.
+    assert "StandardOutput=journal\n" in text and "StandardError=journal+console\n" in text
+    assert "StandardError" not in render_unit(jobs["ceph-readdress"])
 
 
 def test_unknown_job_is_named(settings: Settings) -> None:

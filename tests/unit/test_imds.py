@@ -312,6 +312,12 @@ def test_token_lives_until_its_ttl(server: IMDSServer) -> None:
     assert answer.headers[TTL_HEADER] == "1"
 
 
+def test_the_root_lists_every_api_version_latest_last(server: IMDSServer) -> None:
+    listing = server.respond("10.0.0.1", "GET", "/", {}).body.splitlines()
+    assert listing[0] == "1.0" and listing[-1] == "latest" and "2009-04-04" in listing and "2021-03-23" in listing
+    assert listing == sorted(listing[:-1], key=lambda v: (v != "1.0", v)) + ["latest"]
+
+
 @pytest.mark.parametrize(
     ("path", "status", "body"),
     [
@@ -322,9 +328,13 @@ def test_token_lives_until_its_ttl(server: IMDSServer) -> None:
         ("/latest/meta-data/instance-id?x=1", 200, "i-optional"),
         ("/latest/", 200, "dynamic\nmeta-data\nuser-data"),
         ("/latest", 200, "dynamic\nmeta-data\nuser-data"),
-        ("/", 200, "latest"),
         ("/latest/meta-data/nope", 404, None),
-        ("/2009-04-04/meta-data/instance-id", 404, None),
+        # EC2 serves every dated API version with the same tree (cloud-init asks dated ones)
+        ("/2009-04-04/meta-data/instance-id", 200, "i-optional"),
+        ("/2021-03-23/meta-data/", 200, "instance-id\nplacement/\npublic-keys/"),
+        ("/2021-03-23/dynamic/instance-identity/document", 200, "{}"),
+        ("/2009-04-05/meta-data/instance-id", 404, None),  # not a version EC2 has
+        ("/meta-data/instance-id", 404, None),
         ("/latest/dynamic/instance-identity/document", 200, "{}"),
     ],
 )

@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 import provision
 from provision.exceptions import ConfigError, MetadataError
@@ -56,15 +55,6 @@ def fast(url: str, **kw: Any) -> MetadataClient:
 
 
 # --- moto's own metadata endpoint ------------------------------------------------------
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 def test_moto_answers_through_v2(moto_url: str) -> None:
     client = fast(moto_url, allow_v1=False)
     assert client.get("instance-id") == "i-fake"

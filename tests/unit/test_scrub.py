@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tests.unit.test_audit import SECRET_VALUE, _pem, found, plant
 
 from provision.image.scrub import Observed, ScrubStep, parse_observation, password_locked, plan, scrub
 from provision.image.sshd import (
@@ -24,6 +23,7 @@ from provision.image.sshd import (
 )
 from provision.settings import Settings
 from provision.target.local import LocalTarget
+from tests.unit.test_audit import SECRET_VALUE, _pem, found, plant
 
 # --- scrub: the pure parts ----------------------------------------------------------
 DEBIAN_MAIN = textwrap.dedent(

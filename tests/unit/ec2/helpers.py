@@ -12,7 +12,7 @@ import botocore.session
 from botocore.exceptions import ClientError
 
 from provision.ec2.build import build
-from provision.ec2.plan import BuilderHost, BuildOptions, BuildPlan, BuildResult, make_plan
+from provision.ec2.plan import BUILD_ID_TAG, BuilderHost, BuildOptions, BuildPlan, BuildResult, make_plan
 from provision.ec2.shapes import image_snapshot_ids
 from provision.profiles import DEBIAN_12
 
@@ -141,7 +141,7 @@ def options(tmp_path: Path, **overrides: Any) -> BuildOptions:
     return BuildOptions(**base)
 
 
-def run_build(opts: BuildOptions, provision: Callable[[BuilderHost], None] | None = None, **kwargs: Any) -> BuildResult:
+def run_build(opts: BuildOptions, provision: Callable[[BuilderHost], Any] | None = None, **kwargs: Any) -> BuildResult:
     kwargs.setdefault("session", TEST["session"])
     kwargs.setdefault("ssh_probe", lambda host: True)
     kwargs.setdefault("log", lambda line: None)
@@ -158,17 +158,21 @@ def client_error(code: str, operation: str, message: str = "injected") -> Client
 
 
 def clients_with(*hooks: tuple[str, str, Callable[..., Any]]) -> Callable[[str], Any]:
-    """A client factory whose clients run ``(region or '*', event, handler)`` hooks."""
-    cache: dict[str, Any] = {}
+    """A client factory whose clients run ``(region or '*', event, handler)`` hooks.
+
+    The clients are the test's own (:func:`client`; making a botocore client costs ~0.1 s),
+    with the hooks registered the first time the build asks for a region's client.
+    """
+    hooked: set[str] = set()
 
     def factory(region: str) -> Any:
-        if region not in cache:
-            c = (TEST["session"] or new_session()).client("ec2", region_name=region)
+        c = client(region)
+        if region not in hooked:
+            hooked.add(region)
             for where, event, handler in hooks:
                 if where in ("*", region):
                     c.meta.events.register(event, handler)
-            cache[region] = c
-        return cache[region]
+        return c
 
     return factory
 
@@ -202,3 +206,38 @@ def plan_for(tmp_path: Path, **overrides: Any) -> BuildPlan:
 def ec2_snapshots(client: Any, ami: str) -> list[str]:
     image = client.describe_images(ImageIds=[ami])["Images"][0]
     return image_snapshot_ids(image)
+
+
+def unique_names(*regions: str) -> list[tuple[str, str, Callable[..., Any]]]:
+    """AWS's rule that moto lacks: one registered image per name in an account and region.
+
+    Hooks that refuse ``create_image``/``copy_image``/``register_image`` of a name already
+    taken with ``InvalidAMIName.Duplicate``, as EC2 does (looked up with the test's own client).
+    """
+    hooks: list[tuple[str, str, Callable[..., Any]]] = []
+    for region in regions:
+
+        def refuse_taken(params: dict[str, Any], region: str = region, **_: Any) -> None:
+            taken = [
+                i["ImageId"]
+                for i in client(region).describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [params["Name"]]}])["Images"]
+                if i.get("State") != "deregistered"
+            ]
+            if taken:
+                raise client_error("InvalidAMIName.Duplicate", "CreateImage", f"AMI name {params['Name']} is already in use by AMI {taken[0]}")
+
+        hooks += [(region, f"before-parameter-build.ec2.{op}", refuse_taken) for op in ("CreateImage", "CopyImage", "RegisterImage")]
+    return hooks
+
+
+def snapshots_tagged(build_id: str, regions: tuple[str, ...] = (REGION, OTHER)) -> dict[str, list[str]]:
+    """Region -> snapshots tagged with ``build_id`` (what cleanup looks for)."""
+    return {
+        region: sorted(
+            s["SnapshotId"]
+            for s in client(region).describe_snapshots(OwnerIds=["self"], Filters=[{"Name": f"tag:{BUILD_ID_TAG}", "Values": [build_id]}])[
+                "Snapshots"
+            ]
+        )
+        for region in regions
+    }

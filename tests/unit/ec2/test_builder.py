@@ -13,8 +13,10 @@ from provision.ec2 import builder
 from provision.ec2.api import check_region
 from provision.ec2.plan import BuilderHost, BuildOptions
 from provision.exceptions import ConfigError
+from provision.image.updates import Package
 from provision.profiles import DEBIAN_12, UBUNTU_24_04, record_proven
 from provision.settings import Settings
+from provision.target.base import Target
 
 HOST = BuilderHost(
     instance_id="i-12345678",
@@ -28,14 +30,23 @@ HOST = BuilderHost(
 SETTINGS = Settings().replace(ssh_retries=7, ssh_retry_delay_s=0.5, ssh_connect_timeout_s=3.0)
 
 
-class FakeTarget:
-    """Records how it was made and whether it is open."""
+UPGRADE = "Calculating upgrade...\n5 upgraded, 1 newly installed, 0 to remove and 0 not upgraded.\n"
+PACKAGES = "installed\topenssl\t3.0.13-1~deb12u1\tamd64\ninstalled\tceph-mon\t16.2.15+ds-0+deb12u1\tamd64\n"
+
+
+class FakeTarget(Target):
+    """Stands in for the SSH target: records how it was made, whether it is open and every command
+    (the real ``Target.run`` quotes them); answers apt and dpkg-query as the builder would."""
 
     made: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    last: FakeTarget | None = None
+    name = "ssh://fake"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         FakeTarget.made.append((args, kwargs))
+        FakeTarget.last = self
         self.open = False
+        self.commands: list[str] = []
 
     def __enter__(self) -> FakeTarget:
         self.open = True
@@ -43,6 +54,12 @@ class FakeTarget:
 
     def __exit__(self, *exc: object) -> None:
         self.open = False
+
+    def _exec(self, command: str, stdin: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
+        assert self.open, f"{command!r} run on a closed connection"
+        self.commands.append(command)
+        out = UPGRADE if "full-upgrade" in command else PACKAGES if command.startswith("dpkg-query") else ""
+        return 0, out.encode(), b""
 
 
 @pytest.fixture
@@ -78,13 +95,22 @@ def test_builder_target_prefers_the_key_in_memory_and_the_private_address(fake_s
     assert args == ("10.0.0.9",) and kwargs["pkey"] == "PKEY" and kwargs["key_filename"] is None
 
 
-def test_provision_builder_prepares_the_image_over_one_open_connection(fake_ssh: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_provision_builder_updates_prepares_and_lists_over_one_open_connection(fake_ssh: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(builder, "prepare_image", lambda t, s, p, log: calls.append((t.open, s, p, log)))
+
+    def prepare(t: FakeTarget, s: Settings, p: str, log: Any) -> None:
+        calls.append((t.open, s, p, log, [c.split()[-1] for c in t.commands]))
+        t.commands.clear()
+
+    monkeypatch.setattr(builder, "prepare_image", prepare)
     logs: list[str] = []
-    builder.provision_builder(HOST, SETTINGS, "ubuntu-24.04", log=logs.append)
+    packages = builder.provision_builder(HOST, SETTINGS, "ubuntu-24.04", log=logs.append)
     assert len(fake_ssh) == 1
-    assert calls == [(True, SETTINGS, "ubuntu-24.04", logs.append)]
+    # The updates before the provisioning (apt-get update, full-upgrade, clean), the package list after it.
+    assert calls == [(True, SETTINGS, "ubuntu-24.04", logs.append, ["update", "full-upgrade", "clean"])]
+    assert FakeTarget.last is not None and [c.split()[0] for c in FakeTarget.last.commands] == ["dpkg-query"]
+    assert packages == [Package("ceph-mon", "16.2.15+ds-0+deb12u1", "amd64"), Package("openssl", "3.0.13-1~deb12u1", "amd64")]
+    assert any("security updates" in line and "5 upgraded, 1 newly installed" in line for line in logs)
 
 
 def test_choose_profile_asked_else_the_only_proven_else_the_default(tmp_path: Path) -> None:
@@ -151,6 +177,11 @@ def test_build_ami_with_a_cidr_or_an_address_looks_nothing_up(fake_build: dict[s
     assert (fake_build["options"].caller_ip, fake_build["options"].allow_cidr) == (None, "198.51.100.0/24")
     builder.build_ami(SETTINGS, caller_ip="203.0.113.7", profile="ubuntu-24.04")
     assert (fake_build["options"].caller_ip, fake_build["options"].profile) == ("203.0.113.7", "ubuntu-24.04")
+    opts = fake_build["options"]
+    assert (opts.allow_world, opts.trust_source_owner) == (False, False)
+    builder.build_ami(SETTINGS, allow_cidr="0.0.0.0/0", allow_world=True, source_ami="ami-12345678", trust_source_owner=True)
+    opts = fake_build["options"]
+    assert (opts.allow_cidr, opts.allow_world, opts.source_ami, opts.trust_source_owner) == ("0.0.0.0/0", True, "ami-12345678", True)
 
 
 def test_build_ami_refuses_an_unknown_region_before_anything_else(fake_build: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:

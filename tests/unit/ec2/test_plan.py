@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from provision.ec2.plan import BuildOptions, make_plan, ssh_cidr, validate_ami_id, validate_ami_name
+from provision.ec2.plan import (
+    BuildOptions,
+    cidr_warning,
+    make_plan,
+    ssh_cidr,
+    temp_image_name,
+    validate_ami_id,
+    validate_ami_name,
+)
 from provision.exceptions import ConfigError
 from provision.profiles import DEBIAN_12
 from provision.settings import Settings
@@ -50,11 +58,46 @@ def test_ami_names(name: str, ok: bool) -> None:
         ("203.0.113.7", None, "203.0.113.7/32"),
         ("2001:db8::7", None, "2001:db8::7/128"),
         ("203.0.113.7", "198.51.100.0/24", "198.51.100.0/24"),
-        (None, "0.0.0.0/0", "0.0.0.0/0"),
+        (None, "2001:db8::/32", "2001:db8::/32"),
     ],
 )
 def test_ssh_cidr(caller: str | None, cidr: str | None, want: str) -> None:
     assert ssh_cidr(caller, cidr) == want
+
+
+@pytest.mark.parametrize("world", ["0.0.0.0/0", "::/0"])
+def test_the_whole_internet_only_with_allow_world(world: str) -> None:
+    # Issue 14: 0.0.0.0/0 (formerly taken silently) is refused unless asked for by name.
+    with pytest.raises(ConfigError, match=r"whole internet") as e:
+        ssh_cidr("203.0.113.7", world)
+    assert "--allow-world" in (e.value.hint or "")
+    assert ssh_cidr("203.0.113.7", world, allow_world=True) == world
+    with pytest.raises(ConfigError, match="whole internet"):
+        plan_for(Path("."), allow_cidr=world)
+    assert plan_for(Path("."), allow_cidr=world, allow_world=True).ssh_cidr == world
+
+
+@pytest.mark.parametrize(
+    ("cidr", "warning"),
+    [
+        ("203.0.113.7/32", None),
+        ("2001:db8::7/128", None),
+        ("198.51.100.0/24", "warning: SSH to the builder is admitted from 198.51.100.0/24 (256 addresses), not from a single address"),
+        ("203.0.113.6/31", "warning: SSH to the builder is admitted from 203.0.113.6/31 (2 addresses), not from a single address"),
+        ("0.0.0.0/0", "warning: SSH to the builder is open to the whole internet (0.0.0.0/0) for the length of the build"),
+        ("::/0", "warning: SSH to the builder is open to the whole internet (::/0) for the length of the build"),
+    ],
+)
+def test_a_cidr_wider_than_one_address_is_warned_about_on_one_line(cidr: str, warning: str | None) -> None:
+    assert cidr_warning(cidr) == warning
+    if warning is not None:
+        assert "\n" not in warning
+
+
+def test_temp_image_name_differs_and_fits() -> None:
+    assert temp_image_name("coa-test-image", "0f0f0f0f-1111") == "coa-test-image-new-0f0f0f0f"
+    long = temp_image_name("x" * 128, "0f0f0f0f-1111")
+    assert len(long) == 128 and long.endswith("-new-0f0f0f0f") and validate_ami_name(long) == long
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,7 @@ def test_launch_request_requires_imdsv2_and_tags(tmp_path: Path) -> None:
     assert req["MetadataOptions"] == {"HttpTokens": "required", "HttpPutResponseHopLimit": 2, "HttpEndpoint": "enabled"}
     assert req["InstanceType"] == "m1.xlarge" and req["MinCount"] == req["MaxCount"] == 1
     assert req["KeyName"] == "kp" and req["SecurityGroupIds"] == ["sg-1"]
+    assert req["ClientToken"] == plan.build_id, "a retried launch cannot start a second builder"
     assert req["BlockDeviceMappings"] == [
         {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 30, "VolumeType": "gp3", "DeleteOnTermination": True}}
     ]

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from provision.exceptions import ConfigError
-from provision.openstack.compute import keyring_key, parse_virsh_secret_list, render_libvirt_secret_xml, render_nova_compute_conf, render_nova_conf, virt_type
+from provision.openstack.compute import (
+    keyring_key,
+    parse_virsh_secret_list,
+    render_libvirt_secret_xml,
+    render_nova_compute_conf,
+    render_nova_conf,
+    secret_is_private,
+    secret_value_digest,
+    virt_type,
+)
 from provision.openstack.ini import parse_ini
 from provision.settings import apply_overrides
 
@@ -16,8 +25,32 @@ def test_libvirt_secret_xml() -> None:
     xml = render_libvirt_secret_xml(SEC.libvirt_secret_uuid, "volumes")
     assert f"<uuid>{SEC.libvirt_secret_uuid}</uuid>" in xml
     assert "<usage type='ceph'>" in xml and "<name>client.volumes secret</name>" in xml
+    # Issue 14: libvirt never hands the value out (virsh secret-get-value is refused).
+    assert xml.startswith("<secret ephemeral='no' private='yes'>") and secret_is_private(xml)
     with pytest.raises(ValueError):
         render_libvirt_secret_xml("not-a-uuid", "volumes")
+
+
+@pytest.mark.parametrize(
+    ("dumpxml", "private"),
+    [
+        ("<secret ephemeral='no' private='yes'>\n  <uuid>u</uuid>\n</secret>\n", True),
+        ('<secret ephemeral="no" private="yes">\n</secret>\n', True),
+        ("<secret ephemeral='no' private='no'>\n  <description>private='yes'</description>\n</secret>\n", False),
+        ("<secret ephemeral='no'>\n</secret>\n", False),
+        ("", False),
+    ],
+)
+def test_secret_is_private_reads_the_secret_element_only(dumpxml: str, private: bool) -> None:
+    assert secret_is_private(dumpxml) is private
+
+
+def test_secret_value_record_is_a_digest_of_uuid_and_key() -> None:
+    d = secret_value_digest(SEC.libvirt_secret_uuid, "AQBxyz==")
+    assert len(d) == 64 and "AQBxyz" not in d
+    assert d == secret_value_digest(SEC.libvirt_secret_uuid, "AQBxyz==\n")
+    assert d != secret_value_digest(SEC.libvirt_secret_uuid, "AQBxyw==")
+    assert d != secret_value_digest("00000000-0000-4000-8000-000000000000", "AQBxyz==")
 
 
 def test_parse_virsh_secret_list_and_keyring() -> None:
@@ -46,7 +79,9 @@ def test_virt_type_rejects_unknown_values() -> None:
 def test_nova_conf_wires_rbd_volumes_novnc_and_services() -> None:
     conf = parse_ini(render_nova_conf(S, SEC, ADDRS))
     assert conf["libvirt"]["rbd_user"] == "volumes" and conf["libvirt"]["rbd_secret_uuid"] == SEC.libvirt_secret_uuid
-    assert conf["vnc"]["novncproxy_base_url"] == f"http://{ADDRS.public_host}:6080/vnc_auto.html"
+    # Issue 14: the browser reaches noVNC through its TLS proxy; the proxy itself is on loopback only.
+    assert conf["vnc"]["novncproxy_base_url"] == f"https://{ADDRS.public_host}:13080/vnc_auto.html"
+    assert (conf["vnc"]["novncproxy_host"], conf["vnc"]["novncproxy_port"]) == ("127.0.0.1", "6080")
     assert conf["vnc"]["server_proxyclient_address"] == ADDRS.private_ip
     assert conf["DEFAULT"]["host"] == "cephdemo" and conf["DEFAULT"]["resume_guests_state_on_host_boot"] == "true"
     assert conf["service_user"]["send_service_user_token"] == "true" and conf["service_user"]["password"] == "NvSvc"

@@ -17,17 +17,19 @@ from .samples import ADDRS, SEC, S
 @pytest.mark.parametrize(
     ("service", "interface", "url"),
     [
-        ("identity", "public", "http://ec2-203-0-113-7.compute-1.amazonaws.com:5000/v3"),
+        # Public: the TLS proxies (issue 14); internal and admin: the services themselves.
+        ("identity", "public", "https://ec2-203-0-113-7.compute-1.amazonaws.com:13000/v3"),
         ("identity", "internal", "http://10.77.0.5:5000/v3"),
         ("identity", "admin", "http://10.77.0.5:5000/v3"),
-        ("image", "public", "http://ec2-203-0-113-7.compute-1.amazonaws.com:9292"),
+        ("image", "public", "https://ec2-203-0-113-7.compute-1.amazonaws.com:13292"),
         ("image", "internal", "http://10.77.0.5:9292"),
-        ("volumev3", "public", "http://ec2-203-0-113-7.compute-1.amazonaws.com:8776/v3/%(project_id)s"),
+        ("volumev3", "public", "https://ec2-203-0-113-7.compute-1.amazonaws.com:13776/v3/%(project_id)s"),
         ("volumev3", "admin", "http://10.77.0.5:8776/v3/%(project_id)s"),
-        ("compute", "public", "http://ec2-203-0-113-7.compute-1.amazonaws.com:8774/v2.1"),
+        ("compute", "public", "https://ec2-203-0-113-7.compute-1.amazonaws.com:13774/v2.1"),
         ("compute", "internal", "http://10.77.0.5:8774/v2.1"),
         ("placement", "internal", "http://10.77.0.5:8778"),
-        ("network", "public", "http://ec2-203-0-113-7.compute-1.amazonaws.com:9696"),
+        ("placement", "public", "https://ec2-203-0-113-7.compute-1.amazonaws.com:13778"),
+        ("network", "public", "https://ec2-203-0-113-7.compute-1.amazonaws.com:13696"),
     ],
 )
 def test_desired_endpoints(service: str, interface: str, url: str) -> None:
@@ -81,7 +83,7 @@ def test_keystone_conf_uses_fernet_and_mariadb() -> None:
 def test_openrc_roundtrips_and_quotes() -> None:
     env = parse_openrc(render_openrc(S, SEC, ADDRS))
     assert env["OS_PASSWORD"] == "Adm1nPassw0rd"
-    assert env["OS_AUTH_URL"] == "http://ec2-203-0-113-7.compute-1.amazonaws.com:5000/v3"
+    assert env["OS_AUTH_URL"] == "https://ec2-203-0-113-7.compute-1.amazonaws.com:13000/v3"  # issue 14: TLS
     assert (env["OS_USERNAME"], env["OS_PROJECT_NAME"], env["OS_REGION_NAME"]) == ("admin", "admin", "RegionOne")
     odd = dataclasses.replace(SEC, admin_password="a b'c")
     assert parse_openrc(render_openrc(S, odd, ADDRS))["OS_PASSWORD"] == "a b'c"

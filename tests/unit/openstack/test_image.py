@@ -23,7 +23,7 @@ def test_glance_conf_stores_images_in_rbd() -> None:
     assert conf["database"]["connection"].startswith("mysql+pymysql://glance:GlDb@localhost/glance?unix_socket=")
     auth = conf["keystone_authtoken"]
     assert auth["password"] == "GlSvc" and auth["username"] == "glance"
-    assert auth["www_authenticate_uri"] == "http://ec2-203-0-113-7.compute-1.amazonaws.com:5000"
+    assert auth["www_authenticate_uri"] == "https://ec2-203-0-113-7.compute-1.amazonaws.com:13000"  # issue 14: Keystone over TLS
     assert auth["auth_url"] == "http://10.77.0.5:5000"
 
 
