@@ -10,6 +10,7 @@ is assembled at run time, so no file of this repository looks like it holds a re
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 
 #: In every planted secret value; a report that contains it leaked a secret.
@@ -186,6 +187,7 @@ def _state() -> list[Plant]:
         _p("mariadb-datadir", "/var/lib/mysql/mysql/global_priv.MAD", b"\xfe\xfe\x07\x01" + MARK.encode(), "service-database"),
         _p("rabbitmq-mnesia", "/var/lib/rabbitmq/mnesia/rabbit@cephdemo/rabbit_user.DCD", b"cXM\x00" + MARK.encode(), "service-database"),
         _p("ceph-mon-store", "/var/lib/ceph/mon/ceph-a/store.db/000012.sst", b"\x00rocksdb" + MARK.encode(), "service-database"),
+        _p("compressed-backup", "/var/backups/etc-2024.tar.gz", gzip.compress(pem("RSA ").encode(), mtime=0), "unscanned-archive"),
         _p("journal", "/var/log/journal/0123abcd/system.journal", b"LPKSHHRH\x00" + MARK.encode(), "journal", mode=0o640),
         _p("machine-id", "/etc/machine-id", "0123456789abcdef0123456789abcdef\n", "machine-id", mode=0o444),
         _p("world-readable", "/srv/www/key.pem", pem("EC "), "private-key", "world-readable-secret", mode=0o644),

@@ -22,7 +22,8 @@ skipped and listed). It finds every kind of :data:`~provision.image.patterns.KIN
 
 It reports each finding's path and kind, never the content (the script prints paths,
 modes and sizes only), and it **fails closed**: a file it could not read is a finding
-(``unreadable``), a file at or over the read bound is one (``unscanned-large-file``), and a
+(``unreadable``), a file at or over the read bound is one (``unscanned-large-file``), so is a
+compressed file whose members the scan cannot search (``unscanned-archive``), and a
 scan that did not finish, whose output does not parse or whose tools reported anything else
 raises :class:`AuditFailed`.
 
@@ -48,6 +49,7 @@ from ..settings import Settings
 from ..target import Target
 from .content import CONTENT_SECTIONS, MAX_SCAN_BYTES
 from .justify import (
+    ARCHIVE_ONLY,
     LARGE_ONLY,
     SPECIAL_REASONS,
     packaged_command,
@@ -89,8 +91,8 @@ _CLIENT_PATHS = ("*/.docker/config.json", "*/.config/containers/auth.json", "*/c
 class Finding:
     """One thing that must not be in a public image: where, what kind, and a redacted detail.
 
-    ``by`` says how it was found (``name``, ``content``, ``fields``, ``size``, ``scan``); it
-    does not take part in comparisons.
+    ``by`` says how it was found (``name``, ``content``, ``fields``, ``size``, ``archive``,
+    ``scan``); it does not take part in comparisons.
     """
 
     path: str
@@ -147,6 +149,7 @@ _GROUPS = (
     ("the same bytes as ", "in copies of files shipped by Debian packages (dpkg md5sums)"),
     ("compiled from ", "in Python bytecode compiled from files shipped unmodified by Debian packages"),
     (SPECIAL_REASONS["dpkg-control"], "in maintainer scripts and control files of installed packages"),
+    (SPECIAL_REASONS["plain"], "named like archives but not compressed (magic checked)"),
 )
 
 
@@ -251,6 +254,8 @@ def _record_finding(rec: ScanRecord, scan: ScanOutput, secrets: Sequence[str], m
     if rec.section == "large":
         detail = f"{rec.size / 2**20:.1f} MiB, at or over the read bound of {max_bytes / 2**20:g} MiB: not read"
         return Finding(rec.path, "unscanned-large-file", detail, "size")
+    if rec.section == "archive":
+        return Finding(rec.path, "unscanned-archive", "compressed: the files in it are not searched", "archive")
     if rec.section == "password-hash":
         return Finding(rec.path, "password-hash", f"password hash of {rec.accounts.replace(',', ', ')}", "fields")
     section = CONTENT_SECTIONS.get(rec.section)
@@ -340,14 +345,16 @@ def justification(f: Finding, packaged: dict[str, str], copies: dict[str, tuple[
 
     Only findings by content or size can be justified (see :mod:`provision.image.justify`).
     """
-    if f.by not in ("content", "size"):
+    if f.by not in ("content", "size", "archive"):
         return None
     path, tag, source = f.path, special.get(f.path), pyc_source(f.path)
+    if tag in ARCHIVE_ONLY:
+        return SPECIAL_REASONS[tag] if f.by == "archive" else None
     if path in packaged:
         return f"shipped unmodified by package {packaged[path]} (dpkg md5sum)"
     if tag == "pyc" and source is not None and source in packaged:
         return f"compiled from {source}, shipped unmodified by package {packaged[source]}"
-    if tag in SPECIAL_REASONS and (f.by == "size" or tag not in LARGE_ONLY):
+    if tag in SPECIAL_REASONS and (f.by == "size" or (tag not in LARGE_ONLY and f.by == "content")):
         return SPECIAL_REASONS[tag]
     if path in copies and f.kind not in _KEY_KINDS:
         package, ref = copies[path]
@@ -390,12 +397,13 @@ def justify(target: Target, root: str, findings: list[Finding], timeout: float |
 
     A ``world-readable-secret`` goes with the secrets of its file: justified when all of them are.
     """
-    candidates = [f for f in findings if f.by in ("content", "size")]
+    candidates = [f for f in findings if f.by in ("content", "size", "archive")]
     pycs = [f.path for f in candidates if pyc_source(f.path)]
     sources = [s for s in (pyc_source(p) for p in pycs) if s]
     output = _checked(target, packaged_command(root), [f.path for f in candidates] + sources, timeout)
     packaged, copies = parse_packaged(output), parse_copies(output)
-    special_paths = [f.path for f in candidates if f.by == "size" or f.path.startswith("/var/lib/dpkg/info/")] + pycs
+    archives = [f.path for f in candidates if f.by == "archive" and f.path not in packaged and f.path not in copies]
+    special_paths = [f.path for f in candidates if f.by == "size" or f.path.startswith("/var/lib/dpkg/info/")] + pycs + archives
     special = parse_special(_checked(target, special_command(root), special_paths, timeout))
     reasons = {f: justification(f, packaged, copies, special) for f in findings}
     kept: list[Finding] = []

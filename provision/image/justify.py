@@ -21,6 +21,8 @@ and package names printed) and every file let through is listed in the report's
 * **A snap package** (``snap``): a squashfs file under ``/var/lib/snapd`` (magic checked): the
   image of a snap mounted under ``/snap`` (skipped, and listed, by the scan), as published.
 * **udev's hardware database** (``hwdb``): ``hwdb.bin`` with its magic, compiled from packaged files.
+* **Not compressed after all** (``plain``): a file named like an archive whose first bytes are
+  no compression format's magic (dpkg's alternatives named ``x.1.gz``): read as it is.
 * **A package's maintainer scripts** (``dpkg-control``): ``/var/lib/dpkg/info/PKG.*`` of a
   package dpkg lists as installed (dpkg keeps them as shipped in the ``.deb``).
 * **An initramfs made on this disk** (``initramfs``): ``/boot/initrd.img-V`` whose sha1 is
@@ -40,10 +42,12 @@ SPECIAL_REASONS = {
     "initramfs": "initramfs made by update-initramfs on this disk (sha1 as recorded): built from audited files",
     "hwdb": "udev's hardware database (magic checked), compiled from packaged hwdb.d files",
     "snap": "a snap package (squashfs, magic checked): as published in the Snap Store, verified by snapd",
+    "plain": "not compressed after all (magic checked): read as it is by the content scan",
     "dpkg-control": "maintainer script or control file of an installed package (dpkg keeps them as shipped)",
 }
-#: Tags that justify only a file too large to read (the others justify content findings too).
+#: Tags that justify only a file too large to read, and the one that justifies only an archive.
 LARGE_ONLY = frozenset({"bluestore", "initramfs", "hwdb", "snap"})
+ARCHIVE_ONLY = frozenset({"plain"})
 
 _AWK_MD5SUMS = '{ print FILENAME ":" $0 }'
 _AWK_CONFFILES = (
@@ -126,6 +130,11 @@ _SPECIAL = r"""for f; do case "$f" in
     d=${f%/__pycache__/*}; b=${f##*/}; src="$d/${b%%.*}.py"
     h=$(od -An -tu4 -j12 -N4 -- "$f" 2>/dev/null | tr -d ' '); n=$(stat -c %s -- "$src" 2>/dev/null)
     [ -n "$h" ] && [ "$h" = "$n" ] && printf 'pyc\t%s\0' "$f";;
+esac
+case "$f" in *.gz|*.tgz|*.xz|*.txz|*.zst|*.bz2|*.tbz2|*.lz4|*.lzma|*.zip|*.7z|*.jar|*.whl)
+  m=$(head -c 6 -- "$f" 2>/dev/null | od -An -tx1 | tr -d ' \n')
+  case "$m" in 1f8b*|fd377a585a00|28b52ffd*|425a68*|504b*|377abcaf271c|04224d18*|5d0000*) ;;
+    *) printf 'plain\t%s\0' "$f";; esac;;
 esac; done"""
 
 

@@ -39,6 +39,7 @@ KINDS = (
     "build-secret",
     "world-readable-secret",
     "unscanned-large-file",
+    "unscanned-archive",
     "unreadable",
 )
 
@@ -165,6 +166,13 @@ NAME_RULES_AFTER: tuple[tuple[str, str, str], ...] = (
 )
 #: Every by-name rule (the audit's ``find`` tests).
 NAME_RULES = NAME_RULES_FIRST + NAME_RULES_AFTER
+#: Compressed files, by name: their content is not searched (a key in a ``.tar.gz`` backup would
+#: not be seen), so each is a finding unless a package ships it or its magic shows it is not
+#: compressed after all (dpkg's alternatives named ``x.1.gz`` are plain text, read as such).
+ARCHIVE_NAMES: tuple[str, ...] = (
+    "*.gz", "*.tgz", "*.xz", "*.txz", "*.zst", "*.bz2", "*.tbz2", "*.lz4", "*.lzma", "*.zip", "*.7z", "*.jar", "*.whl",
+)
+
 #: By-name kinds reported even when the file is empty.
 REPORTED_WHEN_EMPTY = frozenset({"ssh-host-key"})
 

@@ -12,6 +12,7 @@ in a private temporary directory (``/dev/shm``, else ``$TMPDIR``; removed on exi
 * ``names``: the files that are secrets by name (:data:`~provision.image.patterns.NAME_RULES`);
 * ``pw``: the password files whose fields ``awk`` checks (account names are printed, never a field);
 * ``large``: the files at or over the read bound (not read; the audit justifies or reports them);
+* ``archives``: compressed files by name (read as they are, but their members are not searched);
 * ``content``: every other file, except those inside a service database (reported by name).
 
 Then ``grep -a`` runs the prefilter over the ``content`` list and each content section of
@@ -27,7 +28,7 @@ from typing import Sequence
 
 from ..target import command_line
 from .content import MAX_SCAN_BYTES, PREFILTER, SECTIONS, Section
-from .patterns import BUILD_SECRETS
+from .patterns import ARCHIVE_NAMES, BUILD_SECRETS
 from .script import HASHES_AWK, name_tests, off_root, on_root, prune_expr, section_marker, split_sections
 
 #: ``stat`` format of a content match: ``MODE\\tSIZE\\tPATH\\0`` (mode in octal).
@@ -75,9 +76,11 @@ def find_command(root: str, secrets: Sequence[str], max_bytes: int) -> str:
     start = root if root.rstrip("/") else "/"
     snaps = ["(", "-path", on_root(root, "/snap/*"), "-fstype", "squashfs", "-fprintf", f"{_T}/snaps", "%p\\0", "-prune", ")", "-o"]
     databases = name_tests(root, secrets, kinds=("service-database",))
+    archives = ["("] + [a for i, n in enumerate(ARCHIVE_NAMES) for a in ((["-o"] if i else []) + ["-name", n])] + [")"]
     argv = [
         "find", start, *snaps, *prune_expr(root, extra=(_T,)), "-type", "f", "(",
         "(", *name_tests(root, secrets), "-fprintf", f"{_T}/names", _PRINTF, "-false", ")", "-o",
+        "(", *archives, "-fprintf", f"{_T}/archives", _PRINTF, "-false", ")", "-o",
         "(", *name_tests(root, secrets, kinds=("password-file",)), "-fprint0", f"{_T}/pw", "-false", ")", "-o",
         *databases, "-o",
         "(", "-size", f"+{max_bytes - 1}c", "-fprintf", f"{_T}/large", _PRINTF, ")", "-o",
@@ -111,6 +114,8 @@ def scan_command(root: str = "/", secrets: Sequence[str] = BUILD_SECRETS, max_by
         _tmp(f"cat {_T}/large"),
         section_marker("snaps"),
         _tmp(f"cat {_T}/snaps"),
+        section_marker("archive"),
+        _tmp(f"cat {_T}/archives"),
         section_marker("password-hash"),
         _tmp(command_line(["xargs", "-0", "-r", "awk", "-F:", HASHES_AWK]) + f" < {_T}/pw | tr '\\n' '\\0'"),
         *_content_steps(),

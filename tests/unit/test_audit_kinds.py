@@ -8,7 +8,9 @@ Broken tools are real programs put first on PATH, not mocks of the audit.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import lzma
 import os
 import shutil
 import subprocess
@@ -72,7 +74,7 @@ def test_nothing_else_is_found_and_no_secret_is_shown(report: AuditReport) -> No
     assert {k for p in PLANTS for k in p.kinds} >= {
         "private-key", "ssh-host-key", "authorized-keys", "shell-history", "cephx-keyring", "openstack-password",
         "openstack-secret", "password-hash", "client-credentials", "aws-credentials", "gcp-credentials",
-        "azure-credentials", "service-database", "journal", "machine-id", "build-secret", "world-readable-secret",
+        "azure-credentials", "service-database", "journal", "machine-id", "unscanned-archive", "build-secret", "world-readable-secret",
     }
     text = "\n".join(report.lines())
     assert MARK not in text and MARK.upper() not in text
@@ -263,6 +265,20 @@ def test_known_binary_types_over_the_bound(tmp_path: Path) -> None:
     assert "hardware database" in allowed[(hwdb, "unscanned-large-file")]
     assert "initramfs" in allowed[(initrd, "unscanned-large-file")]
     assert "snap package" in allowed[(snap, "unscanned-large-file")]
+
+
+def test_compressed_files_are_findings_unless_packaged_or_not_compressed(tmp_path: Path) -> None:
+    doc = gzip.compress(b"changelog\n", mtime=0)
+    _dpkg(tmp_path, "docs", {"/usr/share/doc/docs/changelog.Debian.gz": doc})
+    write(tmp_path, "/usr/share/doc/docs/changelog.Debian.gz", doc)
+    backup = write(tmp_path, "/root/keys.tar.xz", lzma.compress(pem().encode()), 0o600)
+    write(tmp_path, "/var/lib/dpkg/alternatives/psql.1.gz", "manual\n/usr/share/man/man1/psql.1.gz\n")  # a name, not gzip
+    plain = write(tmp_path, "/var/lib/dpkg/alternatives/app.1.gz", f"password = {MARK}\n", 0o600)  # read as it is
+    report = audit(LocalTarget(), root=str(tmp_path))
+    assert {(f.path, f.kind) for f in report.findings} == {(backup, "unscanned-archive"), (plain, "openstack-password")}
+    allowed = _allowed(report)
+    assert "docs" in allowed[("/usr/share/doc/docs/changelog.Debian.gz", "unscanned-archive")]
+    assert "not compressed" in allowed[(plain, "unscanned-archive")]
 
 
 def test_maintainer_scripts_of_installed_packages(tmp_path: Path) -> None:
