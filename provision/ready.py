@@ -60,7 +60,7 @@ def check_openstack(target: Target, settings: Settings) -> list[Check]:
     r = target.run(agent_argv("provision.openstack", "check"), check=False, timeout=60)
     try:
         data = json.loads(r.stdout.strip().splitlines()[-1])
-        return [Check(c["name"], bool(c["ok"]), str(c["detail"])[:200]) for c in data["checks"]]
+        return [Check(c["name"], bool(c["ok"]), str(c["detail"])[:320]) for c in data["checks"]]
     except (IndexError, KeyError, TypeError, json.JSONDecodeError):
         why = (r.stderr.strip().splitlines() or [f"exit {r.exit_code}"])[-1][:200]
         return [Check(name, False, why) for name in OPENSTACK_CHECKS]

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, settings: Settings, target: Target) -> dict[st
         did += ensure_keystone_resources(cloud, settings, sec, Addresses(args.private_ip, args.public_host))
         return {"changed": bool(did), "detail": "; ".join(did) or "project, users, roles, services and endpoints current"}
     if args.cmd == "wait-apis":
-        return {"changed": False, "marks": wait_apis(settings, sec)}
+        return {"changed": False, "marks": wait_apis(target, settings, sec)}
     cloud = session(settings, sec, wait=60)
     if args.cmd == "wait-compute":
         return {"changed": False, "waited": wait_compute(cloud, args.timeout)}

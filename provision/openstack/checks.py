@@ -8,7 +8,9 @@ from ..settings import Settings
 from ..target import Target
 from .api import Cloud, HttpError, Unreachable, session
 from .compute import compute_ready
+from .hung import diagnose_unreachable
 from .ini import ADMIN_USER
+from .profile import OpenStackProfile, host_profile
 from .secrets import load_secrets
 from .server import demo_server_state
 from .volume import list_volumes
@@ -45,10 +47,11 @@ def check_all(settings: Settings, target: Target, only: tuple[str, ...] = CHECKS
     sec = load_secrets(target, settings)
     if sec is None:
         return [(w, False, "no secrets on this host (not provisioned)") for w in wanted]
+    prof = host_profile(target, settings)
     try:
         cloud = session(settings, sec, retry_s=0)
     except (Unreachable, HttpError) as e:
-        why = str(e).splitlines()[0][:200]
+        why = _why(target, prof, settings, e)
         return [(w, False, why if w == "keystone" else f"no Keystone token: {why}") for w in wanted]
     out: list[tuple[str, bool, str]] = []
     for what in wanted:
@@ -58,9 +61,17 @@ def check_all(settings: Settings, target: Target, only: tuple[str, ...] = CHECKS
         try:
             ok, detail = _probe(cloud, settings, target, what)
         except (Unreachable, HttpError) as e:
-            ok, detail = False, str(e).splitlines()[0][:200]
+            ok, detail = False, _why(target, prof, settings, e)
         out.append((what, ok, detail))
     return out
+
+
+def _why(target: Target, prof: OpenStackProfile, settings: Settings, e: Exception) -> str:
+    """Why a check failed: the error, and for an API that did not answer, whether its unit runs and hangs."""
+    first = str(e).splitlines()[0]
+    if isinstance(e, Unreachable):
+        return diagnose_unreachable(target, prof, settings, first)[:300]
+    return first[:200]
 
 
 def check(settings: Settings, target: Target, what: str) -> tuple[bool, str]:

@@ -5,22 +5,25 @@ waiting for the volume backend, and the instance's bootable volume (planned as a
 
 from __future__ import annotations
 
+import functools
 import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from ..exceptions import ProvisionError
 from ..settings import Settings
 from ..steps import Log, StepResult
 from ..systemd import wait_for
 from ..target import Target
 from .addresses import Addresses
 from .api import Cloud, HttpError, OpenStackError, Unreachable, say, session
+from .hung import diagnose
 from .identity import wait_keystone
 from .image import image_id
 from .infra import SchemaCommands
 from .ini import PROXY_HEADERS_SECTION, FileSpec, authtoken_section, database_section, rabbit_url, render_managed
-from .profile import OpenStackProfile
+from .profile import OpenStackProfile, host_profile
 from .secrets import Secrets, require_secrets
 
 #: The cinder database's schema.
@@ -156,19 +159,29 @@ def volume_backend_ready(cloud: Cloud) -> bool:
         return False
 
 
-def wait_apis(settings: Settings, sec: Secrets, timeout: float | None = None) -> dict[str, float]:
-    """Wait until Keystone issues a token, Glance and Cinder answer and the volume backend is ready."""
+def wait_apis(target: Target, settings: Settings, sec: Secrets, timeout: float | None = None) -> dict[str, float]:
+    """Wait until Keystone issues a token, Glance and Cinder answer and the volume backend is ready.
+
+    Raises:
+        ProvisionError: one did not within the bound; the message names the unit and says whether it hangs.
+    """
     start = time.monotonic()
     budget = timeout or settings.openstack.start_timeout_s
     marks: dict[str, float] = {}
-    wait_keystone(settings, budget)
+    prof = host_profile(target, settings)
+    try:
+        wait_keystone(settings, budget)
+    except ProvisionError as e:
+        raise ProvisionError(f"{e.message}: {diagnose(target, prof, settings, 'keystone')}") from e
     cloud = session(settings, sec, wait=budget - (time.monotonic() - start), retry_s=0)
     marks["keystone"] = time.monotonic() - start
     left = lambda: max(5.0, budget - (time.monotonic() - start))  # noqa: E731
-    wait_for("Glance to answer", lambda: _ok(lambda: cloud.call("GET", f"{cloud.glance}/images?limit=1")), left(), 0.5)
-    marks["glance"] = time.monotonic() - start
-    wait_for("Cinder to answer", lambda: _ok(lambda: cloud.call("GET", f"{cloud.cinder}/volumes?limit=1")), left(), 0.5)
-    marks["cinder"] = time.monotonic() - start
+    for api, url in (("glance", f"{cloud.glance}/images?limit=1"), ("cinder", f"{cloud.cinder}/volumes?limit=1")):
+        try:
+            wait_for(f"{api.capitalize()} to answer", functools.partial(_ok, functools.partial(cloud.call, "GET", url)), left(), 0.5)
+        except ProvisionError as e:
+            raise ProvisionError(f"{e.message}: {diagnose(target, prof, settings, api)}") from e
+        marks[api] = time.monotonic() - start
     wait_for("the Cinder volume backend", lambda: volume_backend_ready(cloud), left(), 1.0)
     marks["volume-backend"] = time.monotonic() - start
     return marks
@@ -199,7 +212,7 @@ def ensure_boot_volume(target: Target, settings: Settings, info: Any, log: Log =
     o = settings.openstack
     name = settings.boot_volume_name
     sec = require_secrets(target, settings)
-    marks = wait_apis(settings, sec)
+    marks = wait_apis(target, settings, sec)
     log("APIs answer after " + ", ".join(f"{k} {v:.1f}s" for k, v in marks.items()))
     cloud = session(settings, sec)
     deadline = time.monotonic() + o.start_timeout_s
