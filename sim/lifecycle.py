@@ -198,15 +198,15 @@ class Sim:
         self._wait_ready()
         return self.status()
 
-    def status(self) -> dict[str, Any]:
-        """Instance-id, container, addresses, AMI, EC2 endpoint and readiness of each check."""
+    def status(self, checks: bool = True) -> dict[str, Any]:
+        """Instance-id, container, addresses, AMI, EC2 endpoint; with ``checks``, readiness of each check (seconds)."""
         self.cloud.reload()
         s: dict[str, Any] = {
             "instance_id": self.state.instance_id or None, "container": self.state.container or None,
             "private_ip": None, "public_ip": None, "public_hostname": None, "ami_id": None,
             "instance_type": None, "profile": self.state.profile or None,
             "ec2_endpoint": self.state.endpoint or None, "daemon_running": self.cloud.daemon_alive(),
-            "ready": False, "checks": {}, "amis": sorted(self.state.images),
+            "ready": False if checks else None, "checks": {}, "amis": sorted(self.state.images),
         }
         if s["daemon_running"] and self.state.instance_id:
             res = self.ec2().describe_instances(InstanceIds=[self.state.instance_id])
@@ -214,10 +214,10 @@ class Sim:
             s.update(private_ip=inst.get("PrivateIpAddress"), public_ip=inst.get("PublicIpAddress"),
                      public_hostname=inst.get("PublicDnsName"), ami_id=inst.get("ImageId"), instance_type=inst.get("InstanceType"),
                      state=inst["State"]["Name"])
-        if self.state.container and self.instances.running():
-            checks = check_all(self.target(), self.settings)
-            s["checks"] = {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}
-            s["ready"] = all(c.ok for c in checks)
+        if checks and self.state.container and self.instances.running():
+            results = check_all(self.target(), self.settings)
+            s["checks"] = {c.name: {"ok": c.ok, "detail": c.detail} for c in results}
+            s["ready"] = all(c.ok for c in results)
         return s
 
     def down(self, all_images: bool = False) -> list[str]:

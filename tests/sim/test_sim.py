@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -104,11 +105,24 @@ def test_ssh_reaches_the_instance_with_the_key_pair(sim: Any) -> None:
 
 
 def test_status_json_task(sim: Any) -> None:
-    out = subprocess.run([sys.executable, "-m", "invoke", "sim.status", "--json"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "invoke", "sim.status", "--json", "--check"], capture_output=True, text=True, check=True).stdout
     status = json.loads(out)
     for key in ("instance_id", "container", "private_ip", "public_ip", "public_hostname", "ami_id", "ec2_endpoint", "ready"):
         assert status[key] not in (None, ""), key
     assert status["ready"] is True
     assert status["ec2_endpoint"].startswith("http://127.0.0.1:")
+
+
+def test_status_json_without_checks_is_fast(sim: Any) -> None:
+    """The fields a script wants, without the readiness checks: the sim's own state and one EC2 call."""
+    from sim.lifecycle import Sim
+
+    s = Sim(sim.settings, log=lambda _m: None)
+    start = time.monotonic()
+    status = s.status(checks=False)
+    took = time.monotonic() - start
+    assert status["instance_id"] == sim.status_ids()["instance_id"] and status["private_ip"] and status["public_hostname"]
+    assert status["ready"] is None and status["checks"] == {}
+    print(f"status without checks: {took:.3f}s")
 
 
