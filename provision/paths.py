@@ -18,6 +18,8 @@ AGENT_PYTHON = "/usr/bin/python3"
 
 #: Last metadata a boot job read, under the settings' ``state_dir``.
 LAST_METADATA_NAME = "last-metadata.json"
+#: Under ``run_dir`` (per boot): the metadata service did not answer a job's whole bound at this boot.
+METADATA_DOWN_NAME = "metadata-down"
 #: The boot jobs' outcomes (one JSON line per run), under ``state_dir``.
 BOOT_LOG_NAME = "boot-log.jsonl"
 

@@ -128,6 +128,8 @@ class Settings:
     image_pool: str = "images"
     boot_volume_name: str = "cephdemo-boot"
     state_dir: str = "/var/lib/ceph-openstack-ami"
+    #: Per-boot state (a tmpfs on the instance: empty at every boot).
+    run_dir: str = "/run/ceph-openstack-ami"
     metadata_url: str = "http://169.254.169.254"
     metadata_allow_v1: bool = True
     metadata_retries: int = 3

@@ -14,7 +14,7 @@ import time
 from ..exceptions import MetadataError, ProvisionError
 from ..instance import InstanceInfo
 from ..metadata import MetadataClient
-from ..paths import BOOT_LOG_NAME, LAST_METADATA_NAME
+from ..paths import BOOT_LOG_NAME, LAST_METADATA_NAME, METADATA_DOWN_NAME
 from ..settings import Settings, load_installed
 from ..steps import StepResult
 from ..target import Target
@@ -36,8 +36,13 @@ def read_metadata(settings: Settings, target: Target, machine_id: str) -> tuple[
         MetadataError: the service is down and the instance has no IPv4 address of its own either.
     """
     cache = os.path.join(settings.state_dir, LAST_METADATA_NAME)
+    down_mark = os.path.join(settings.run_dir, METADATA_DOWN_NAME)
     client = MetadataClient.from_settings(settings, retries=settings.metadata_retries, backoff=settings.metadata_backoff_s)
     attempts, delay = max(1, settings.boot_metadata_attempts), settings.boot_metadata_delay_s
+    if os.path.exists(down_mark):
+        # An earlier job of this boot waited out the whole bound: one more try, not another wait.
+        log("metadata: the service did not answer earlier at this boot; trying once")
+        attempts = 1
     error: MetadataError | None = None
     for attempt in range(1, attempts + 1):
         try:
@@ -53,8 +58,13 @@ def read_metadata(settings: Settings, target: Target, machine_id: str) -> tuple[
         with open(tmp, "w") as f:
             f.write(cache_text(info, machine_id))
         os.replace(tmp, cache)
+        if os.path.exists(down_mark):
+            os.remove(down_mark)
         return info, "metadata"
     assert error is not None
+    os.makedirs(settings.run_dir, exist_ok=True)
+    with open(down_mark, "w") as f:
+        f.write(f"{time.time():.0f}\n")
     try:
         with open(cache) as f:
             info, cached_on = parse_cache(f.read())

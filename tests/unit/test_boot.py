@@ -69,7 +69,7 @@ def imds() -> Iterator[Instance]:
 @pytest.fixture
 def settings(tmp_path: Any, imds: Instance) -> Settings:
     CALLS.clear()
-    return Settings().replace(state_dir=str(tmp_path / "state"), metadata_url=imds.server.url,
+    return Settings().replace(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"), metadata_url=imds.server.url,
                               boot_metadata_attempts=2, boot_metadata_delay_s=0,
                               metadata_retries=0, metadata_backoff_s=0)
 
@@ -128,6 +128,19 @@ def test_metadata_down_at_the_first_boot_of_a_new_machine_still_runs_per_instanc
     assert "machine-id" in out  # the journal says which signal decided
     again = run_on("once", settings, MACHINE_B)  # its next boot, metadata still down
     assert not again.changed and len(CALLS) == 2
+
+
+def test_after_one_job_waited_out_the_bound_the_next_jobs_of_the_boot_try_once(settings: Settings, imds: Instance, capsys: Any) -> None:
+    run_on("every-boot", settings, MACHINE_A)
+    imds.server.stop()
+    capsys.readouterr()
+    run_on("every-boot", settings, MACHINE_A)
+    first = capsys.readouterr().out
+    assert first.count("metadata: attempt ") == settings.boot_metadata_attempts
+    run_on("every-boot", settings, MACHINE_A)
+    second = capsys.readouterr().out
+    assert "did not answer earlier at this boot; trying once" in second and second.count("metadata: attempt ") == 1
+    assert "using the last-known configuration" in second
 
 
 def test_metadata_down_and_no_address_of_its_own_is_an_error(settings: Settings, imds: Instance, monkeypatch: Any, tmp_path: Any) -> None:
