@@ -59,7 +59,7 @@ class OpenStackSettings:
     neutron_port: int = 9696
     novnc_port: int = 6080
     nova_api_processes: int = 1
-    nova_api_threads: int = 4
+    nova_api_threads: int = 1  # eventlet-patched: 1 thread per uWSGI process (openstack/uwsgi.RPC_HEARTBEAT_ENV)
     placement_processes: int = 1
     placement_threads: int = 2
     nova_workers: int = 1  # conductor and scheduler

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.docker
 
 CONSOLE_WAIT_S = 120
 #: Longer than RabbitMQ's heartbeat timeout (60 s) and the ~2 minutes after which it dropped
-#: idle uWSGI clients before they sent heartbeats from a native thread.
+#: idle uWSGI clients while they offered AMQP heartbeats they could not send.
 API_IDLE_S = 150
 
 
