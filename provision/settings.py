@@ -58,12 +58,12 @@ class OpenStackSettings:
     placement_port: int = 8778
     neutron_port: int = 9696
     novnc_port: int = 6080
-    nova_api_processes: int = 1
+    nova_api_processes: int = 2  # one thread each (eventlet-patched): two keep requests from queueing behind one slow call
     nova_api_threads: int = 1  # eventlet-patched: 1 thread per uWSGI process (openstack/uwsgi.RPC_HEARTBEAT_ENV)
     placement_processes: int = 1
     placement_threads: int = 2
     nova_workers: int = 1  # conductor and scheduler
-    neutron_api_workers: int = 1
+    neutron_api_workers: int = 2  # as nova-api
     neutron_rpc_workers: int = 1
     dashboard_processes: int = 1
     dashboard_threads: int = 4

@@ -145,3 +145,9 @@ def test_second_provisioning_changes_nothing(sim: Any) -> None:
     assert report.changed == 0, [r.line() for r in report.results if r.changed]
 
 
+
+
+def test_no_api_logged_a_greenlet_thread_switch(sim: Any) -> None:
+    """The uWSGI APIs log to their own files, not the journal: no eventlet lock was woken from another thread."""
+    r = sim.target.run("grep -l 'cannot switch to a different thread' /var/log/*/*.log 2>/dev/null || true")
+    assert r.stdout.split() == [], r.stdout
