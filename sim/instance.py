@@ -68,6 +68,28 @@ def wait_for_systemd(target: Target, timeout: float = 120, log: Log = print) -> 
     return state
 
 
+def remove_container(c: Any, wait_s: float = 60) -> bool:
+    """Remove a container (forced); one whose removal is already under way (another process) is awaited. True if it was ours to remove."""
+    from docker.errors import APIError, NotFound
+
+    try:
+        c.remove(force=True)
+        return True
+    except NotFound:
+        return False
+    except APIError as e:
+        if e.status_code != 409:
+            raise
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:  # "removal ... is already in progress"
+        try:
+            c.reload()
+        except NotFound:
+            return False
+        time.sleep(0.5)
+    raise SimError(f"Container {c.name} is still being removed after {wait_s:.0f} s", hint="see `docker ps -a`; run `invoke sim.down` again")
+
+
 class Instances:
     """The containers that are the sim's instances; the current one is in the cloud's state."""
 
@@ -235,7 +257,7 @@ class Instances:
         for c in self.docker.containers.list(all=True, filters={"label": f"{LABEL}.kind=instance"}):
             iid = c.labels.get(f"{LABEL}.instance-id", "")
             if known.get(iid, "terminated") in ("terminated", "shutting-down"):
-                c.remove(force=True)
+                remove_container(c)
                 self.remove_volume(disk_name(iid))
                 removed.append(iid)
         return removed
@@ -243,7 +265,7 @@ class Instances:
     def remove_all(self) -> None:
         """Remove every instance container and data disk; there is no current instance after."""
         for c in self.docker.containers.list(all=True, filters={"label": f"{LABEL}.kind=instance"}):
-            c.remove(force=True)
+            remove_container(c)
         for v in self.docker.volumes.list(filters={"label": f"{LABEL}.kind=disk"}):
             v.remove(force=True)
         self.state.instance_id = self.state.container = ""
@@ -252,8 +274,8 @@ class Instances:
         """Remove every container the sim made (instances, volume copiers); what was removed."""
         removed = []
         for c in self.docker.containers.list(all=True, filters={"label": LABEL}):
-            c.remove(force=True)
-            removed.append(f"container {c.name}")
+            if remove_container(c):
+                removed.append(f"container {c.name}")
         return removed
 
     # --- disks ----------------------------------------------------------------------------

@@ -12,7 +12,9 @@ comes down (:mod:`provision.boot.fence`):
   (caps unchanged) and written into its keyring file (mode and owner kept); the daemons then start
   with their new keys, so none has to be restarted. Entities the cluster does not need are
   removed: the ``client.bootstrap-*`` keys (provisioning removes them at build, this job removes
-  any an older image still holds). Run by hand on a running cluster, it restarts what runs.
+  any an older image still holds).
+
+Run by hand on a running cluster, the restarts of what runs are queued (``--no-block``), never awaited.
 
 A run killed half-way is finished by the next run: each new key is written to a pending keyring
 under ``<state_dir>/ceph-rotate/`` before it is imported, re-imported first the next time, and
@@ -21,7 +23,6 @@ under ``<state_dir>/ceph-rotate/`` before it is imported, re-imported first the 
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import time
@@ -67,7 +68,12 @@ def _admin_keyring(target: Target, settings: Settings, pending_admin: str) -> st
 
 
 def rotate_mon_key(target: Target, settings: Settings, log: Log = print) -> StepResult:
-    """A new key for ``mon.`` in the monitor's keyring (caps kept); the monitor is restarted only if it runs."""
+    """A new key for ``mon.`` in the monitor's keyring (caps kept).
+
+    At boot the monitor has not started yet (this job is ordered before it). A monitor that runs
+    (a by-hand run, the builder at the end of provisioning) is stopped for the change and its start
+    is only queued: from inside a unit ordered before it, a blocking start would wait for itself.
+    """
     start = time.monotonic()
     c = settings.ceph
     path = paths(settings).keyring("mon.")
@@ -84,10 +90,8 @@ def rotate_mon_key(target: Target, settings: Settings, log: Log = print) -> Step
         target.put(path, new_text, st.mode, st.owner, st.group)
     finally:
         if running:
-            target.run(["systemctl", "start", unit])
-    if running:
-        wait_for("the monitor to answer", lambda: mon_answers(target, settings), MON_WAIT_S, error=CephNotHealthy)
-    result = StepResult("ceph.rotate-mon-key", True, "new key for mon." + (" (monitor restarted)" if running else ""),
+            target.run(["systemctl", "start", "--no-block", unit])
+    result = StepResult("ceph.rotate-mon-key", True, "new key for mon." + (" (monitor restart queued)" if running else ""),
                         time.monotonic() - start)
     record(target, settings, "rotate-mon-key", result, log)
     return result
@@ -121,10 +125,9 @@ def _rotate_one(target: Target, settings: Settings, entity: str, path: str, unit
     assert st is not None
     target.put(path, replace_key(target.read(path).decode(), new_key), st.mode, st.owner, st.group)
     if unit and target.service_active(unit):
-        log(f"{entity}: restarting {unit}, which ran with the old key")
-        target.run(["systemctl", "restart", unit])
-        if unit.startswith("ceph-osd@"):
-            wait_for(f"{entity} up", functools.partial(_osd_up, target, settings, entity, admin), MON_WAIT_S, error=CephNotHealthy)
+        # queued, not awaited: this job is ordered before the daemons, a blocking restart would wait for itself
+        log(f"{entity}: queueing a restart of {unit}, which ran with the old key")
+        target.run(["systemctl", "restart", "--no-block", unit])
     elif unit:
         # a daemon that failed to start before must not be stuck in its start limit
         target.run(["systemctl", "reset-failed", unit], check=False)
@@ -160,9 +163,3 @@ def _key_of(keyring_text: str) -> str:
     return m.group(1)
 
 
-def _osd_up(target: Target, settings: Settings, entity: str, admin: str) -> bool:
-    r = ceph(target, settings, "osd", "dump", "-f", "json", check=False, keyring=admin)
-    if not r.ok:
-        return False
-    osd_id = int(entity.split(".")[1])
-    return any(o["osd"] == osd_id and o["up"] == 1 for o in json.loads(r.stdout).get("osds", []))
