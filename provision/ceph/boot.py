@@ -138,8 +138,9 @@ def _stop(target: Target, units: list[str], log: Log) -> list[str]:
 
 
 def _start(target: Target, units: list[str], log: Log) -> None:
+    """Queue the starts (``--no-block``): from inside the re-addressing unit, ordered before the daemons, a blocking start would wait for itself."""
     if units:
         log("starting " + " ".join(reversed(units)))
-        target.run(["systemctl", "start", *reversed(units)])
+        target.run(["systemctl", "start", "--no-block", *reversed(units)])
 
 
