@@ -51,7 +51,10 @@ def render_neutron_conf(settings: Settings, sec: Secrets, addrs: Addresses) -> s
             ),
             database_section("database", "neutron", sec.neutron_db, "neutron"),
             authtoken_section(settings, addrs, "neutron", sec.neutron_service),
-            service_auth_section("nova", settings, addrs, "nova", sec.nova_service),
+            # Neutron's Nova notifier (the guest's "network-vif-plugged" event) picks Nova's
+            # endpoint by its own option, not valid_interfaces: its default ("public") is the
+            # TLS proxy, whose per-instance certificate no service trusts.
+            service_auth_section("nova", settings, addrs, "nova", sec.nova_service, extra=[("endpoint_type", "internal")]),
             ("oslo_concurrency", [("lock_path", "/var/lib/neutron/tmp")]),
             ("oslo_messaging_notifications", [("driver", "noop")]),
             PROXY_HEADERS_SECTION,
