@@ -15,7 +15,7 @@ from provision.exceptions import ConfigError, SimError
 from provision.settings import Settings
 from provision.steps import Log
 from provision.target import Target
-from provision.target.docker import DockerTarget
+from provision.target.docker import DockerTarget, docker_client
 
 from . import container, images
 from .cloud import LABEL, NETWORK, Cloud, labels
@@ -25,6 +25,10 @@ from .state import SimState
 #: returns when every boot unit is done, the boot jobs included; on a new instance with
 #: compute (rotations, then the demo server) that is ~2 min, more than the 120 s once allowed.
 BOOT_TIMEOUT_S = 600
+
+
+#: Seconds a container's commit (an AMI's content) may take.
+COMMIT_TIMEOUT_S = 1800
 
 
 def container_name(instance_id: str) -> str:
@@ -228,7 +232,14 @@ class Instances:
         if c.status == "running":
             c.stop(timeout=container.STOP_TIMEOUT_S)
         tag = f"{images.REPO}/ami:{ami}"
-        c.commit(repository=f"{images.REPO}/ami", tag=ami, conf={"Labels": labels(kind="ami", ami=ami)})
+        self.log(f"keeping the disk of {instance_id} as {tag} (a builder's whole layer takes minutes on fuse-overlayfs)")
+        start = time.monotonic()
+        # A commit answers only when the layer is written: the API's usual 120 s is too short
+        # for a builder's 2-3 GB layer (seen: ~5 min on fuse-overlayfs, the engine timing out a
+        # build whose image was made after all).
+        committer = docker_client(timeout=COMMIT_TIMEOUT_S)
+        committer.containers.get(c.id).commit(repository=f"{images.REPO}/ami", tag=ami, conf={"Labels": labels(kind="ami", ami=ami)})
+        self.log(f"committed {tag} ({time.monotonic() - start:.0f}s)")
         self.state.images[ami] = tag
         self.state.disks[ami] = self.new_volume(f"coa-sim-snap-{ami}", kind="snapshot", source=disk_name(instance_id))
         self.state.save()

@@ -9,13 +9,13 @@ from ..exceptions import ConfigError, ConnectError
 from .base import Target, command_line
 
 
-def docker_client() -> Any:
-    """A Docker SDK client for the local engine, or ConnectError naming what to do."""
+def docker_client(timeout: int = 120) -> Any:
+    """A Docker SDK client for the local engine (each API call bounded by ``timeout`` seconds), or ConnectError naming what to do."""
     import docker
     from docker.errors import DockerException
 
     try:
-        client = docker.from_env(timeout=120)
+        client = docker.from_env(timeout=timeout)
         client.ping()
     except DockerException as e:
         raise ConnectError(
