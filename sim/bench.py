@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from provision.boot.jobs import jobs
@@ -18,6 +20,10 @@ from provision.steps import Log
 from provision.target import Target
 
 from .lifecycle import Sim
+from .timeline import SHOW_PROPERTIES, Panel, Span, critical_path, first_and_last, parse_show, path_rows, render_svg
+
+#: Where ``bench.boot`` draws its timeline picture.
+TIMELINE_SVG = Path("build/bench-boot.svg")
 
 
 def stats(values: list[float]) -> dict[str, Any]:
@@ -59,8 +65,33 @@ def unit_times(target: Target, settings: Settings) -> dict[str, tuple[float, flo
     return result
 
 
-def watch_boot(sim: Sim, settings: Settings, timeout: float = 900, interval: float = 0.5) -> dict[str, float]:
-    """Poll the readiness checks from container start; return seconds to each milestone."""
+@dataclass(frozen=True)
+class Boot:
+    """One measured boot: seconds to each milestone, every unit's span, CPU seconds until ready."""
+
+    milestones: dict[str, float]
+    spans: tuple[Span, ...]
+    cpu_s: float
+
+
+def boot_spans(target: Target, started: float) -> list[Span]:
+    """Every active service's span at this boot, from systemd's timestamps, in seconds from ``started`` (epoch)."""
+    out = target.run(["sh", "-c", f"cat /proc/uptime; systemctl show -p {SHOW_PROPERTIES} "
+                                  "$(systemctl list-units --type=service --state=active --no-legend --plain | awk '{print $1}')"]).stdout
+    uptime, _, show = out.partition("\n")
+    # the kernel's monotonic clock is the host's too: its value when the container started
+    zero_us = int((float(uptime.split()[0]) - (time.time() - started)) * 1e6)
+    return parse_show(show, zero_us)
+
+
+def cpu_seconds(sim: Sim) -> float:
+    """CPU seconds the instance's container has used since it started (its cgroup's usage)."""
+    stats = sim.docker.containers.get(sim.state.container).stats(stream=False)
+    return float(stats["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
+
+
+def watch_boot(sim: Sim, settings: Settings, timeout: float = 900, interval: float = 0.5) -> Boot:
+    """Poll the readiness checks from container start; seconds to each milestone, spans and CPU."""
     started = container_started_at(sim)
     firsts: dict[str, float] = {}
     deadline = time.monotonic() + timeout
@@ -79,12 +110,27 @@ def watch_boot(sim: Sim, settings: Settings, timeout: float = 900, interval: flo
         time.sleep(interval)
     else:
         raise TimeoutError(f"not ready within {timeout:.0f}s; reached: {sorted(firsts)}")
+    cpu = cpu_seconds(sim)
     units = unit_times(target, settings)
     milestones = {("ready" if k == "ready" else f"check.{k}"): v for k, v in firsts.items()}
     for unit, (_, end) in units.items():
         milestones[f"unit.{unit}"] = end - started
     milestones["units_s"] = sum(end - start for start, end in units.values())
-    return milestones
+    return Boot(milestones, tuple(boot_spans(target, started)), cpu)
+
+
+def describe(boot: Boot) -> dict[str, Any]:
+    """A boot's critical path to ready, its first and last service, its CPU seconds (JSON-ready)."""
+    ready = boot.milestones["ready"]
+    return {"critical_path": path_rows(critical_path(boot.spans, until=ready)), **first_and_last(boot.spans),
+            "cpu_s": round(boot.cpu_s, 1), "ready_s": round(ready, 2)}
+
+
+def panel(title: str, boot: Boot) -> Panel:
+    """The timeline panel of one boot (units that became active by ready, the critical path marked)."""
+    ready = boot.milestones["ready"]
+    spans = tuple(s for s in boot.spans if s.end <= ready + 1)
+    return Panel(title, spans, ready, frozenset(s.unit for s in critical_path(spans, until=ready)))
 
 
 def bench_boot(settings: Settings, runs: int = 3, log: Log = print) -> dict[str, Any]:
@@ -93,17 +139,29 @@ def bench_boot(settings: Settings, runs: int = 3, log: Log = print) -> dict[str,
     sim.up()
     out: dict[str, Any] = {"runs": runs, "instance_type": settings.instance_type}
     units_all: list[float] = []
+    panels: list[Panel] = []
     for scenario, action in (("same_ip", lambda: sim.reboot(wait=False)), ("new_instance", lambda: sim.relaunch(wait=False))):
-        samples: list[dict[str, float]] = []
+        boots: list[Boot] = []
         for n in range(runs):
             log(f"bench.boot: {scenario} run {n + 1}/{runs}")
             action()
-            samples.append(watch_boot(sim, settings))
+            boots.append(watch_boot(sim, settings))
+            log(f"bench.boot: {scenario} run {n + 1}: ready after {boots[-1].milestones['ready']:.1f}s")
+        samples = [b.milestones for b in boots]
         keys = sorted({k for s in samples for k in s})
         out[scenario] = {k + ("" if k.endswith("_s") else "_s"): stats([s[k] for s in samples if k in s]) for k in keys}
         out[scenario]["services_s"] = stats([s["ready"] - s["units_s"] for s in samples])
+        out[scenario]["cpu_s"] = stats([b.cpu_s for b in boots])
+        # the boot with the median ready time stands for the scenario in the path and the picture
+        typical = sorted(boots, key=lambda b: b.milestones["ready"])[len(boots) // 2]
+        out[scenario]["typical"] = describe(typical)
+        panels.append(panel(f"{scenario}: ready {typical.milestones['ready']:.1f}s ({settings.instance_type})", typical))
         units_all += [s["units_s"] for s in samples]
     out["units_s"] = stats(units_all)
+    TIMELINE_SVG.parent.mkdir(parents=True, exist_ok=True)
+    TIMELINE_SVG.write_text(render_svg(panels))
+    out["timeline_svg"] = str(TIMELINE_SVG)
+    log(f"bench.boot: timeline picture in {TIMELINE_SVG}")
     return out
 
 
