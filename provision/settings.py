@@ -63,7 +63,10 @@ class OpenStackSettings:
     placement_processes: int = 1
     placement_threads: int = 2
     nova_workers: int = 1  # conductor and scheduler
-    neutron_api_workers: int = 2  # as nova-api
+    # One: with two (lazy-apps) uWSGI processes, one of them sometimes loads with a broken ORM
+    # (every request it serves: "type object 'Port' has no attribute 'port_forwardings'", 500),
+    # seen on an instance launched from the AMI; one process passed 6 relaunches and 3 reboots.
+    neutron_api_workers: int = 1
     neutron_rpc_workers: int = 1
     dashboard_processes: int = 1
     dashboard_threads: int = 4

@@ -198,7 +198,10 @@ class Cloud:
                     relogged = True
                     self._login()
                     continue
-                if e.status not in (502, 503, 504) or method == "POST" or time.monotonic() > deadline:
+                # a gateway's error, or a read that failed inside a service still starting up
+                # (Nova answers 500 when Neutron did): sent again while the retry time lasts
+                transient = e.status in (502, 503, 504) or (e.status == 500 and method == "GET")
+                if not transient or method == "POST" or time.monotonic() > deadline:
                     raise
             time.sleep(1.0)
 
