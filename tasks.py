@@ -72,7 +72,13 @@ def up(c, ami=None, profile=None, instance_type=None, imdsv2_required=False, use
     sim = _sim(c, instance_type=instance_type, metadata_allow_v1=False if imdsv2_required else None)
     status = sim.up(ami=ami, profile=profile, user_data=_read_user_data(user_data))
     _print_status(status, False)
-    print(f"\nshell: invoke sim.shell   ssh: ssh -i {sim.state.key_path} {_login_user(sim)}@{status['private_ip']}")
+    _print_reach(sim, status)
+
+
+def _print_reach(sim: Any, status: dict[str, Any]) -> None:
+    from sim.reach import reach_lines
+
+    print("\n".join(reach_lines(status, sim.settings, str(sim.state.key_path), _login_user(sim))))
 
 
 def _read_user_data(path: str | None) -> str | None:
@@ -104,7 +110,11 @@ def down(c, all=False):
 @friendly
 def status(c, json=False, check=False):
     """Show the simulated instance: ids, addresses, AMI, EC2 endpoint, and readiness of each check."""
-    _print_status(_sim(c).status(checks=check or not json), json)
+    sim = _sim(c)
+    result = sim.status(checks=check or not json)
+    _print_status(result, json)
+    if not json:
+        _print_reach(sim, result)
 
 
 @task

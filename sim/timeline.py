@@ -15,6 +15,8 @@ from xml.sax.saxutils import escape
 
 #: ``systemctl show`` properties read for each unit.
 SHOW_PROPERTIES = "Id,InactiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic,After"
+#: How far before the instance's start (µs) a unit's start may seem to be and still count as this boot's.
+CLOCK_SLACK_US = 2_000_000
 #: Our boot jobs' unit prefix (drawn in their own colour).
 OURS_PREFIX = "coa-"
 
@@ -49,9 +51,12 @@ def parse_show(text: str, zero_mono_us: int) -> list[Span]:
         fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         start = int(fields.get("InactiveExitTimestampMonotonic") or 0)
         end = int(fields.get("ActiveEnterTimestampMonotonic") or 0)
-        if "Id" not in fields or start < zero_mono_us or end < start:
+        # the zero is read off two clocks (the engine's start time, the kernel's uptime): a unit
+        # started in the instance's first moments may seem to start a little before it
+        if "Id" not in fields or start < zero_mono_us - CLOCK_SLACK_US or end < start:
             continue
-        spans.append(Span(fields["Id"], (start - zero_mono_us) / 1e6, (end - zero_mono_us) / 1e6, tuple(fields.get("After", "").split())))
+        spans.append(Span(fields["Id"], max(start - zero_mono_us, 0) / 1e6, max(end - zero_mono_us, 0) / 1e6,
+                          tuple(fields.get("After", "").split())))
     return sorted(spans, key=lambda s: (s.start, s.unit))
 
 
