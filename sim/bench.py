@@ -20,7 +20,7 @@ from provision.steps import Log
 from provision.target import Target
 
 from .lifecycle import Sim
-from .timeline import SHOW_PROPERTIES, Panel, Span, critical_path, first_and_last, parse_show, path_rows, render_svg
+from .timeline import SHOW_PROPERTIES, Panel, Span, critical_path, first_and_last, parse_show, path_rows, render_svg, show_blocks
 
 #: Where ``bench.boot`` draws its timeline picture.
 TIMELINE_SVG = Path("build/bench-boot.svg")
@@ -56,8 +56,7 @@ def unit_times(target: Target, settings: Settings) -> dict[str, tuple[float, flo
     boot_mono = float(target.run("cut -d' ' -f1 /proc/uptime").stdout.strip())
     now = time.time()
     result: dict[str, tuple[float, float]] = {}
-    for block in out.strip().split("\n\n"):
-        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+    for fields in show_blocks(out):
         start, end = int(fields.get("ExecMainStartTimestampMonotonic", 0)), int(fields.get("ExecMainExitTimestampMonotonic", 0))
         if start and end:
             # monotonic is the kernel's: shared with the host, so convert through "now"
@@ -119,18 +118,17 @@ def watch_boot(sim: Sim, settings: Settings, timeout: float = 900, interval: flo
     return Boot(milestones, tuple(boot_spans(target, started)), cpu)
 
 
-def describe(boot: Boot) -> dict[str, Any]:
-    """A boot's critical path to ready, its first and last service, its CPU seconds (JSON-ready)."""
-    ready = boot.milestones["ready"]
-    return {"critical_path": path_rows(critical_path(boot.spans, until=ready)), **first_and_last(boot.spans),
-            "cpu_s": round(boot.cpu_s, 1), "ready_s": round(ready, 2)}
+def describe(boot: Boot, chain: list[Span]) -> dict[str, Any]:
+    """A boot's critical path to ready (``chain``), its first and last service, its CPU seconds (JSON-ready)."""
+    return {"critical_path": path_rows(chain), **first_and_last(boot.spans),
+            "cpu_s": round(boot.cpu_s, 1), "ready_s": round(boot.milestones["ready"], 2)}
 
 
-def panel(title: str, boot: Boot) -> Panel:
-    """The timeline panel of one boot (units that became active by ready, the critical path marked)."""
+def panel(title: str, boot: Boot, chain: list[Span]) -> Panel:
+    """The timeline panel of one boot (units that became active by ready, its critical path ``chain`` marked)."""
     ready = boot.milestones["ready"]
     spans = tuple(s for s in boot.spans if s.end <= ready + 1)
-    return Panel(title, spans, ready, frozenset(s.unit for s in critical_path(spans, until=ready)))
+    return Panel(title, spans, ready, frozenset(s.unit for s in chain))
 
 
 def bench_boot(settings: Settings, runs: int = 3, log: Log = print) -> dict[str, Any]:
@@ -154,8 +152,9 @@ def bench_boot(settings: Settings, runs: int = 3, log: Log = print) -> dict[str,
         out[scenario]["cpu_s"] = stats([b.cpu_s for b in boots])
         # the boot with the median ready time stands for the scenario in the path and the picture
         typical = sorted(boots, key=lambda b: b.milestones["ready"])[len(boots) // 2]
-        out[scenario]["typical"] = describe(typical)
-        panels.append(panel(f"{scenario}: ready {typical.milestones['ready']:.1f}s ({settings.instance_type})", typical))
+        chain = critical_path(typical.spans, until=typical.milestones["ready"])
+        out[scenario]["typical"] = describe(typical, chain)
+        panels.append(panel(f"{scenario}: ready {typical.milestones['ready']:.1f}s ({settings.instance_type})", typical, chain))
         units_all += [s["units_s"] for s in samples]
     out["units_s"] = stats(units_all)
     TIMELINE_SVG.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from provision.openstack.ini import ADMIN_USER
 from provision.settings import Settings
 from provision.tls import https_url
 
@@ -27,7 +28,7 @@ def reach_lines(status: Mapping[str, Any], settings: Settings, key_path: str, lo
     return [
         "",
         "Reach it from this host (its public name, " + public + ", is simulated: the certificate names the private address too):",
-        f"  dashboard  {https_url(ip, t.dashboard_port)}   user admin",
+        f"  dashboard  {https_url(ip, t.dashboard_port)}   user {ADMIN_USER}",
         f"  password   {PASSWORD_COMMAND}   (the console line also gives the certificate's SHA-256 fingerprint)",
         f"  noVNC      {https_url(ip, t.novnc_port, '/vnc_auto.html')}",
         f"  ssh        ssh -i {key_path} {login_user}@{ip}",

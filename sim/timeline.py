@@ -39,6 +39,11 @@ class Span:
         return self.end - self.start
 
 
+def show_blocks(text: str) -> list[dict[str, str]]:
+    """The property maps of ``systemctl show -p ... UNIT...`` output, one per unit (blocks split by a blank line)."""
+    return [dict(line.split("=", 1) for line in block.splitlines() if "=" in line) for block in text.strip().split("\n\n")]
+
+
 def parse_show(text: str, zero_mono_us: int) -> list[Span]:
     """Spans from ``systemctl show -p SHOW_PROPERTIES UNIT...`` output (blocks split by a blank line).
 
@@ -47,8 +52,7 @@ def parse_show(text: str, zero_mono_us: int) -> list[Span]:
     boot) are left out.
     """
     spans: list[Span] = []
-    for block in text.strip().split("\n\n"):
-        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+    for fields in show_blocks(text):
         start = int(fields.get("InactiveExitTimestampMonotonic") or 0)
         end = int(fields.get("ActiveEnterTimestampMonotonic") or 0)
         # the zero is read off two clocks (the engine's start time, the kernel's uptime): a unit
