@@ -61,9 +61,6 @@ class BootJob:
     early: bool = False
     #: Makes this instance's own secrets: the network stays fenced until it has succeeded.
     secrets: bool = False
-    #: The job writes lines for the owner on stderr: its unit sends stderr to the console too
-    #: (stdout stays in the journal only).
-    announces: bool = False
 
     @property
     def unit(self) -> str:

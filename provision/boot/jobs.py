@@ -88,7 +88,7 @@ def jobs(settings: Settings) -> list[BootJob]:
         BootJob(tls.JOB_NAME, "boot", "Give this instance its own TLS key and a certificate for its current names", tls_job,
                 after=("coa-hostname.service",),
                 before=(*tls.SERVED_BY, "nova-novncproxy.service", "coa-openstack-secrets.service", "coa-openstack-endpoints.service"),
-                announces=True, secrets=True),
+                secrets=True),
         BootJob("ceph-readdress", "boot", "Re-address the Ceph monitor when the instance's IP changed", readdress_job,
                 after=("coa-hostname.service",), before=(*ceph, "ceph.target")),
         BootJob("ceph-mon-key", "instance", "Give the Ceph monitor its own key, before it starts (once per instance)",

@@ -33,7 +33,6 @@ def render_unit(job: BootJob, python: str = AGENT_PYTHON, agent_dir: str = AGENT
         f"ExecStart={exec_start}",
         "TimeoutStartSec=600",
         "StandardOutput=journal+console" if job.per == "instance" else "StandardOutput=journal",
-        *(["StandardError=journal+console"] if job.announces else []),
         f"SyslogIdentifier=coa-{job.name}",
         "",
         "[Install]",

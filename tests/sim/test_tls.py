@@ -76,14 +76,13 @@ def get(path: str, host: str, *headers: str) -> bytes:
 
 
 def test_the_dashboard_serves_the_certificate_on_the_console(sim: Any) -> None:
-    public = sim.status()["public_hostname"]
+    """The latest console line naming a certificate names the one served (the admin password's line of
+    a new instance is counted by test_security and test_relaunch; after a stop/start, as here when the
+    modules run in order, the latest is the new certificate's own line)."""
     fps = console_fingerprints(sim)
     assert fps, "no console line names a certificate"
     _, der = tls_request(sim, sim.settings.tls.dashboard_port)
     assert fingerprint(der) == fps[-1]
-    lines = sim.console().splitlines()
-    mine = [ln for ln in lines if ln.startswith(f"ceph-openstack-ami: admin password for https://{public}/ (certificate SHA-256 ")]
-    assert len(mine) == 1, f"{len(mine)} admin password lines for {public}"
 
 
 def test_every_public_port_serves_it_for_the_public_name(sim: Any) -> None:

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from tests.plants import MARK, Plant, expected_path, pem, plants
-from tests.unit.test_audit import WithoutPcre
 
 from provision.exceptions import AuditFailed
 from provision.image.audit import AuditReport, Finding, audit, require_clean
 from provision.image.scan import scan_command
 from provision.target.local import LocalTarget
+from tests.plants import MARK, Plant, expected_path, pem, plants
+from tests.unit.test_audit import WithoutPcre
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANTS = plants()

@@ -6,15 +6,15 @@ import shlex
 from pathlib import Path
 
 import pytest
-from tests.unit.test_audit import plant
 
 from provision.exceptions import AuditFailed, ProvisionError
-from provision.image.prepare import IMAGE_ALLOW, WHILE_RUNNING, final_audit
+from provision.image.prepare import final_audit
 from provision.image.quiesce import QuiesceStep, quiesce_groups
 from provision.openstack.profile import profile
 from provision.settings import Settings
 from provision.target.base import Target
 from provision.target.local import LocalTarget
+from tests.unit.test_audit import plant
 
 CEPHX = "AQ" + "BJmVxmAAAAABAAk3Qq5qB7Zl2sZ0Vf3Gc9xw=="
 
@@ -130,8 +130,3 @@ def test_the_gate_refuses_anything_else(tmp_path: Path, path: str, content: str)
     plant(tmp_path, path, content, 0o400)
     with pytest.raises(AuditFailed):
         final_audit(LocalTarget(), Settings(), lambda line: None, root=str(tmp_path))
-
-
-def test_the_first_audit_lets_only_the_cookie_wait_for_the_second_scrub() -> None:
-    assert set(WHILE_RUNNING).isdisjoint(IMAGE_ALLOW)
-    assert all(entry.split(":", 1)[0] == "openstack-secret" for entry in WHILE_RUNNING)

@@ -301,3 +301,17 @@ def test_without_openssl_the_job_says_what_to_install(env: dict[str, Any], no_op
     with pytest.raises(TlsError, match="openssl") as e:
         ensure(env, info())
     assert e.value.hint == "apt-get install openssl"
+
+
+def test_the_new_certificate_line_starts_a_console_line_and_is_logged(tmp_path: Path) -> None:
+    device, logged = tmp_path / "console", []
+    device.write_bytes(b"[  OK  ] Started apache2.service\r\n")
+    tls.to_console("ceph-openstack-ami: new TLS certificate for https://h/ (certificate SHA-256 AB)", logged.append, str(device))
+    assert device.read_bytes().splitlines()[-1] == b"ceph-openstack-ami: new TLS certificate for https://h/ (certificate SHA-256 AB)"
+    assert logged == ["ceph-openstack-ami: new TLS certificate for https://h/ (certificate SHA-256 AB)"]
+
+
+def test_without_a_console_device_the_line_is_still_logged(tmp_path: Path) -> None:
+    logged: list[str] = []
+    tls.to_console("ceph-openstack-ami: new TLS certificate", logged.append, str(tmp_path / "absent" / "console"))
+    assert logged[0] == "ceph-openstack-ami: new TLS certificate" and "no console to write to" in logged[1]

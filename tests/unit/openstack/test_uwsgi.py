@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from provision.openstack.ini import parse_ini
 from provision.exceptions import ConfigError
+from provision.openstack.ini import parse_ini
 from provision.openstack.profile import profile
 from provision.openstack.uwsgi import (
     RPC_HEARTBEAT_ENV,
