@@ -27,6 +27,8 @@ class BootContext:
     #: last copy) or ``local`` (the service never answered on this machine: own address only).
     source: str
     log: Log = log
+    #: The per-instance jobs already done for this instance (their markers say so).
+    done_here: frozenset[str] = frozenset()
 
     @property
     def metadata_fresh(self) -> bool:

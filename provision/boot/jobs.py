@@ -11,7 +11,7 @@ import dataclasses
 from .. import hostname, tls
 from ..ceph import boot as ceph_boot
 from ..ceph import keys as ceph_keys
-from ..openstack.instance import reconcile, rotate_secrets
+from ..openstack.instance import reconcile, rotate_broker, rotate_secrets
 from ..openstack.server import ensure_demo_server
 from ..openstack.volume import ensure_boot_volume
 from ..paths import AGENT_UNITS, COMPUTE_UNITS, OPENSTACK_UNITS, ceph_units
@@ -56,6 +56,15 @@ def openstack_secrets_job(ctx: BootContext) -> StepResult:
     return rotate_secrets(ctx.target, ctx.settings, ctx.info, ctx.log)
 
 
+def openstack_broker_job(ctx: BootContext) -> StepResult:
+    """The broker's cookie and user password for this instance, before it starts (once per instance-id).
+
+    On an instance whose secrets were already made (an agent that gained this job later), the
+    installed ones: a second set would leave the broker and its clients with different passwords.
+    """
+    return rotate_broker(ctx.target, ctx.settings, ctx.log, installed="openstack-secrets" in ctx.done_here)
+
+
 def openstack_endpoints_job(ctx: BootContext) -> StepResult:
     """OpenStack configuration and catalog follow this boot's addresses (no-op when unchanged)."""
     return reconcile(ctx.target, ctx.settings, ctx.info, ctx.log)
@@ -95,10 +104,13 @@ def jobs(settings: Settings) -> list[BootJob]:
                 rotate_mon_key_job, after=("coa-ceph-readdress.service",), before=(mon,), secrets=True),
         BootJob("ceph-keys", "instance", "Give this instance its own cephx keys, before the manager and OSDs start (once per instance)",
                 rotate_keys_job, after=(mon,), wants=(mon,), before=daemons, secrets=True),
+        BootJob("openstack-broker", "instance", "Give RabbitMQ this instance's Erlang cookie and user password, before it starts",
+                openstack_broker_job, before=("rabbitmq-server.service", "coa-openstack-secrets.service"), secrets=True),
         BootJob("openstack-secrets", "instance",
                 "Give this instance its own OpenStack passwords, Fernet keys and libvirt secret (once per instance-id)",
                 openstack_secrets_job,
-                after=("coa-ceph-keys.service", "mariadb.service", "rabbitmq-server.service", "libvirtd.service"),
+                # Not after the broker: its files are made before it starts (coa-openstack-broker).
+                after=("coa-ceph-keys.service", "mariadb.service", "libvirtd.service"),
                 before=(*OPENSTACK_UNITS, *AGENT_UNITS, "coa-openstack-endpoints.service"), secrets=True),
         BootJob("openstack-endpoints", "boot", "Point the OpenStack configuration and catalog at this boot's address and public name",
                 openstack_endpoints_job,

@@ -54,7 +54,7 @@ def read_metadata(settings: Settings, target: Target, machine_id: str) -> tuple[
                 time.sleep(delay)
             continue
         os.makedirs(settings.state_dir, exist_ok=True)
-        tmp = cache + ".tmp"
+        tmp = f"{cache}.tmp-{os.getpid()}"  # jobs of one boot run in parallel: each its own temporary file
         with open(tmp, "w") as f:
             f.write(cache_text(info, machine_id))
         os.replace(tmp, cache)
@@ -105,9 +105,9 @@ def run_job(
     machine_id = read_machine_id() if machine_id is None else machine_id
     info, source = read_metadata(settings, target, machine_id)
     marker = marker_path(settings, job)
+    instance_id = info.instance_id if source == "metadata" else None
     if job.per == "instance":
-        old = parse_marker(target.read(marker).decode()) if target.exists(marker) else None
-        decision = decide(old, machine_id, info.instance_id if source == "metadata" else None)
+        decision = decide(read_marker(target, marker), machine_id, instance_id)
         if not decision.due:
             why = decision.why if decision.due is False else decision.why + "; skipped"
             result = StepResult(job.name, False, why)
@@ -115,13 +115,20 @@ def run_job(
             return result
         log(f"{job.name}: a new instance ({decision.why})")
     start = time.monotonic()
-    result = job.fn(BootContext(target, settings, info, source))
+    done = frozenset(j.name for j in by_name.values() if j.per == "instance" and j is not job
+                     and decide(read_marker(target, marker_path(settings, j)), machine_id, instance_id).due is False)
+    result = job.fn(BootContext(target, settings, info, source, done_here=done))
     result = StepResult(result.name, result.changed, result.detail, time.monotonic() - start)
     if job.per == "instance":
         target.put(marker, Marker(info.instance_id, machine_id).text(), mode=0o644)
     log(result.line())
     record_timing(settings, job, result)
     return result
+
+
+def read_marker(target: Target, path: str) -> Marker | None:
+    """The marker a per-instance job left, or None when it never completed on this disk."""
+    return parse_marker(target.read(path).decode()) if target.exists(path) else None
 
 
 def record_timing(settings: Settings, job: BootJob, result: StepResult) -> None:

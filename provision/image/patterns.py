@@ -63,6 +63,8 @@ BUILD_SECRETS: tuple[str, ...] = (
     "/etc/keystone/fernet-keys/*",
     "/etc/keystone/credential-keys/*",
     "/etc/libvirt/secrets/*.base64",
+    # RabbitMQ's definitions: the hash of the broker user's password (each instance writes its own).
+    "/etc/rabbitmq/definitions.json",
     # The dashboard package's own Django key store (made on first use; ours is per instance).
     "/var/lib/openstack-dashboard/secret-key/*",
     # systemd-creds' host key (made again on first use): credentials sealed with it on one

@@ -32,8 +32,8 @@ from .quiesce import QuiesceStep
 from .scrub import ScrubStep, ServicePasswordsStep
 
 #: The service databases the first boot of every instance renews the credentials of: MariaDB's
-#: users and the services' passwords (``coa-openstack-secrets``), RabbitMQ's users (the same
-#: job), every cephx key in the monitor's store (``coa-ceph-keys``). What they hold of the
+#: users and the services' passwords (``coa-openstack-secrets``), RabbitMQ's user (its definitions,
+#: written by ``coa-openstack-broker`` and imported at the broker's start), every cephx key in the monitor's store (``coa-ceph-keys``). What they hold of the
 #: build is no longer valid on any instance by the time a service is reachable.
 ROTATED_DATABASES: tuple[str, ...] = (
     "service-database:/var/lib/mysql",

@@ -79,8 +79,7 @@ PASSWORD_FILES = (
     "/etc/security/opasswd", "/var/backups/shadow.bak", "/var/backups/gshadow.bak", "/var/backups/passwd.bak",
 )
 #: RabbitMQ's Erlang cookie: removed once the broker is stopped (its CLI needs it to stop
-#: it); the broker makes a random one at its next start, and the first boot's
-#: ``coa-openstack-secrets`` gives it this instance's.
+#: it); the first boot's ``coa-openstack-broker`` writes this instance's before the broker starts.
 COOKIE_NAME = ".erlang.cookie"
 BROKER_UNITS = ("rabbitmq-server.service",)
 

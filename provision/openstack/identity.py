@@ -8,6 +8,8 @@ at every boot (:func:`provision.openstack.instance.reconcile`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shlex
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -91,6 +93,22 @@ def desired_endpoints(settings: Settings, addrs: Addresses) -> dict[tuple[str, s
             public = iface == "public"
             out[(svc.type, iface)] = endpoint_url(settings, svc, addrs.public_host if public else addrs.private_ip, public)
     return out
+
+
+#: Where the boot's reconcile records what it last made Keystone hold (root only, under state_dir).
+KEYSTONE_RECORD = "secrets/keystone-applied.sha256"
+
+
+def keystone_digest(settings: Settings, sec: Secrets, addrs: Addresses) -> str:
+    """SHA-256 of everything :func:`ensure_keystone_resources` makes Keystone hold: the catalog's
+    URLs, the service users and their passwords, the admin password (never shown; a record)."""
+    state = {
+        "endpoints": sorted(f"{t} {i} {url}" for (t, i), url in desired_endpoints(settings, addrs).items()),
+        "users": [[user, getattr(sec, attr)] for user, attr in SERVICE_USERS],
+        "admin": sec.admin_password,
+        "project": SERVICE_PROJECT, "roles": [ADMIN_ROLE, SERVICE_ROLE],
+    }
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest() + "\n"
 
 
 def auth_url(settings: Settings, host: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import posixpath
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -26,6 +27,12 @@ from .secrets import Secrets, require_secrets
 #: Seconds a ``*-manage`` command (and Keystone's bootstrap) may run unless told otherwise.
 MANAGE_TIMEOUT_S = 180
 ERLANG_COOKIE = "/var/lib/rabbitmq/.erlang.cookie"
+#: The broker's configuration: it loads :data:`RABBIT_DEFINITIONS` at every start.
+RABBIT_CONF = "/etc/rabbitmq/rabbitmq.conf"
+#: User ``openstack`` (this instance's password hash), vhost ``/`` and its permissions, as
+#: RabbitMQ's definitions: the broker imports them when it starts, so a new password needs no
+#: ``rabbitmqctl`` and no restart (a per-instance secret: removed from the image).
+RABBIT_DEFINITIONS = "/etc/rabbitmq/definitions.json"
 #: Database -> the commands, as (service user, argv), that create its schema (each service module has its own).
 SchemaCommands = dict[str, list[tuple[str, list[str]]]]
 
@@ -58,6 +65,32 @@ def render_rabbitmq_env() -> str:
         "NODE_IP_ADDRESS=127.0.0.1\n"
         'SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"\n'
     )
+
+
+def render_rabbitmq_conf() -> str:
+    """rabbitmq.conf: import :data:`RABBIT_DEFINITIONS` at every start (the user and its password)."""
+    return (
+        managed() +
+        "# This instance's user and password, imported at every start (written before the first one).\n"
+        f"load_definitions = {RABBIT_DEFINITIONS}\n"
+    )
+
+
+def render_rabbit_definitions(password: str) -> str:
+    """RabbitMQ definitions: user ``openstack`` with ``password``'s sha256 hash, all rights on ``/``.
+
+    The salt is derived from the password, so the same password renders the same file (a
+    second run changes nothing); it protects no other secret (the password is 32 random
+    characters of this instance).
+    """
+    salt = hashlib.sha256(b"ceph-openstack-ami rabbit salt:" + password.encode()).digest()[:4]
+    defs = {
+        "users": [{"name": RABBIT_USER, "password_hash": rabbit_password_hash(password, salt),
+                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}],
+        "vhosts": [{"name": "/"}],
+        "permissions": [{"user": RABBIT_USER, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}],
+    }
+    return json.dumps(defs, indent=2, sort_keys=True) + "\n"
 
 
 #: (database, its user, the Secrets field holding the user's password). Nova's three databases share one user.
@@ -249,21 +282,42 @@ def ensure_rabbit(target: Target, sec: Secrets) -> list[str]:
     return done
 
 
-def ensure_cookie(target: Target, cookie: str, broker_unit: str, log: Log | None = None) -> bool:
-    """Give RabbitMQ's Erlang distribution this cookie; the broker is stopped around the change.
+def broker_files(sec: Secrets, broker_unit: str) -> list[FileSpec]:
+    """What the broker reads at its start: the Erlang cookie, the definitions and the configuration that loads them."""
+    return [
+        FileSpec(ERLANG_COOKIE, sec.erlang_cookie, 0o400, "rabbitmq", "rabbitmq", (broker_unit,)),
+        FileSpec(RABBIT_DEFINITIONS, render_rabbit_definitions(sec.rabbit), 0o640, "root", "rabbitmq", (broker_unit,)),
+        FileSpec(RABBIT_CONF, render_rabbitmq_conf(), 0o644, "root", "root", (broker_unit,)),
+    ]
 
-    It is stopped whatever its state: a broker still starting has read the old cookie.
+
+def ensure_broker_files(target: Target, sec: Secrets, broker_unit: str, log: Log | None = None, queued: bool = False) -> list[str]:
+    """Give the broker this cookie and user password through its files; what changed.
+
+    Before the broker's first start of a boot (the ``coa-openstack-broker`` job) the files are
+    only written. A broker that is running (or starting: it has read the old cookie) is
+    stopped around the change, since its CLI needs the old cookie to stop it, and imports the
+    definitions when it starts again; ``queued``: its start is queued, not waited for (a unit
+    ordered before the broker would wait for itself).
     """
-    state = target.file_state(ERLANG_COOKIE)
-    if state is not None and state.sha256 == hashlib.sha256(cookie.encode()).hexdigest():
-        return False
-    if log:
-        log(f"stopping {broker_unit} to give it a new Erlang cookie")
-    target.run(bounded(["systemctl", "stop", broker_unit], 120))
-    target.put(ERLANG_COOKIE, cookie, 0o400, "rabbitmq", "rabbitmq")
-    target.run(bounded(["systemctl", "start", broker_unit], 300))
-    wait_rabbit(target)
-    return True
+    stale = [f for f in broker_files(sec, broker_unit) if not target.holds(f.path, f.content, f.mode, f.owner, f.group)]
+    if not stale:
+        return []
+    state = target.run(["systemctl", "is-active", broker_unit], check=False).stdout.strip()
+    running = state in ("active", "activating", "reloading")
+    if running:
+        if log:
+            log(f"stopping {broker_unit} to give it new files: " + ", ".join(posixpath.basename(f.path) for f in stale))
+        target.run(bounded(["systemctl", "stop", broker_unit], 120))
+    for f in stale:
+        target.put(f.path, f.content, f.mode, f.owner, f.group)
+    if running and queued:
+        target.run(["systemctl", "--no-block", "start", broker_unit])
+    elif running:
+        target.run(bounded(["systemctl", "start", broker_unit], 300))
+        wait_rabbit(target)
+    names = {ERLANG_COOKIE: "Erlang cookie", RABBIT_DEFINITIONS: f"password of {RABBIT_USER} (definitions)", RABBIT_CONF: RABBIT_CONF}
+    return [names[f.path] for f in stale]
 
 
 def infra_files(settings: Settings, prof: OpenStackProfile) -> list[FileSpec]:
@@ -275,14 +329,12 @@ def infra_files(settings: Settings, prof: OpenStackProfile) -> list[FileSpec]:
 
 
 def rotate(target: Target, settings: Settings, new: Secrets, broker_unit: str, log: Log) -> list[str]:
-    """A new instance's part here: database passwords, the broker's Erlang cookie and user password; what changed."""
+    """A new instance's part here: database passwords; the broker's files (written before its start
+    by ``coa-openstack-broker``: unchanged at boot, the broker is restarted when run by hand); what changed."""
     done: list[str] = []
     wait_mysql(target)
     done += ensure_database(target, settings, new)
-    if ensure_cookie(target, new.erlang_cookie, broker_unit, log):
-        done.append("Erlang cookie")
-    wait_rabbit(target)
-    done += ensure_rabbit(target, new)
+    done += ensure_broker_files(target, new, broker_unit, log)
     return done
 
 
@@ -300,7 +352,10 @@ def database_step(target: Target, settings: Settings) -> tuple[bool, str]:
     return outcome(did, "databases keystone, glance, cinder and their users current")
 
 
-def broker_step(target: Target, settings: Settings) -> tuple[bool, str]:
-    """The RabbitMQ user with this host's password; no guest."""
-    did = ensure_rabbit(target, require_secrets(target, settings))
-    return outcome(did, f"RabbitMQ user {RABBIT_USER} current, no other user")
+def broker_step(target: Target, settings: Settings, prof: OpenStackProfile) -> tuple[bool, str]:
+    """The broker's cookie and definitions (this host's password, loaded at every start); the user current, no guest."""
+    sec = require_secrets(target, settings)
+    did = ensure_broker_files(target, sec, prof.broker_unit)
+    wait_rabbit(target)
+    did += ensure_rabbit(target, sec)
+    return outcome(did, f"RabbitMQ user {RABBIT_USER} current (and in {RABBIT_DEFINITIONS}), no other user")

@@ -173,7 +173,7 @@ def steps(settings: Settings, profile_name: str, ip: str) -> list[Step]:
         FnStep("openstack.infrastructure", lambda t, s: start_infrastructure(t, s, prof)),
         FnStep("openstack.secrets", ensure_secrets),
         FnStep("openstack.database", database_step),
-        FnStep("openstack.broker", broker_step),
+        FnStep("openstack.broker", lambda t, s: broker_step(t, s, prof)),
         FnStep("openstack.config", lambda t, s: config_step(t, s, prof, ip)),
         FnStep("openstack.db-sync", lambda t, s: db_sync_step(t, s, prof)),
         FnStep("openstack.keystone", lambda t, s: keystone_step(t, s, prof)),

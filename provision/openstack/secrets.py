@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..exceptions import ConfigError, ProvisionError
 from ..settings import Settings
+from ..steps import Log
 from ..target import Target
 
 #: Where provisioning and the boot agent keep this instance's OpenStack secrets (root, 0600),
@@ -125,6 +126,23 @@ def load_secrets(target: Target, settings: Settings, path: str | None = None) ->
     except FileNotFoundError:
         return None
     return Secrets.from_json(text)
+
+
+def pending_secrets(target: Target, settings: Settings, log: Log) -> Secrets:
+    """The secrets this instance's rotation installs: the pending file's, or new ones saved there first.
+
+    The first per-instance job of a boot to need them (``coa-openstack-broker``) makes them; the
+    later ones, and a run after an interrupted one, install the same set.
+    """
+    pending = pending_path(settings)
+    new = load_secrets(target, settings, pending)
+    if new is None:
+        new = Secrets.generate()
+        save_secrets(target, settings, new, pending)
+        log("generated new secrets for this instance (held in a root-only pending file until installed)")
+    else:
+        log("installing this instance's pending secrets (made earlier at this boot or by an interrupted run)")
+    return new
 
 
 def require_secrets(target: Target, settings: Settings) -> Secrets:

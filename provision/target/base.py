@@ -166,6 +166,13 @@ class Target(ABC):
             raise
         return True
 
+    def holds(self, path: str, data: bytes | str, mode: int = 0o644, owner: str = "root", group: str | None = None) -> bool:
+        """True when ``path`` already holds ``data`` with ``mode`` and ``owner:group`` (:meth:`put` would change nothing)."""
+        content = data.encode() if isinstance(data, str) else data
+        state = self.file_state(path)
+        return state is not None and state.sha256 == hashlib.sha256(content).hexdigest() \
+            and (state.mode, state.owner, state.group) == (mode, owner, group or owner)
+
     # --- helpers written on run(), so every backend has them -------------------
     def file_state(self, path: str) -> FileState | None:
         """Hash, mode and owner of ``path``, or None when it is not a regular file."""

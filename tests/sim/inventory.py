@@ -15,7 +15,7 @@ from typing import Any, Callable
 from provision.ceph import cli
 from provision.openstack.dashboard import DASHBOARD_OVERRIDES
 from provision.openstack.identity import KEY_REPOSITORIES
-from provision.openstack.infra import ERLANG_COOKIE
+from provision.openstack.infra import ERLANG_COOKIE, RABBIT_DEFINITIONS
 from provision.openstack.secrets import Secrets, secrets_path
 from provision.target import Target
 
@@ -57,6 +57,8 @@ def openstack(target: Target, settings: Any) -> dict[str, str]:
     sec = Secrets.from_json(target.read(secrets_path(settings)).decode())
     items = {f"openstack {name}": getattr(sec, name) for name in Secrets.__dataclass_fields__}
     items["rabbitmq erlang cookie file"] = target.read(ERLANG_COOKIE).decode().strip()
+    users = json.loads(target.read(RABBIT_DEFINITIONS).decode())["users"]
+    items["rabbitmq definitions password hash"] = " ".join(sorted(u["password_hash"] for u in users))
     for repo in KEY_REPOSITORIES:
         keys = files(target, (f"{repo}/*",))
         items[f"keystone {repo}"] = _sha("".join(keys[k] for k in sorted(keys)))
@@ -91,6 +93,9 @@ def image_content(run: Callable[[str], str]) -> dict[str, str]:
     cookie = run(f"cat {ERLANG_COOKIE} 2>/dev/null; true").strip()
     if cookie:
         items["image erlang cookie"] = cookie
+    definitions = run(f"cat {RABBIT_DEFINITIONS} 2>/dev/null; true").strip()
+    if definitions:
+        items["image rabbitmq definitions"] = definitions
     for path in run("ls /etc/ssh/ssh_host_*_key 2>/dev/null; true").split():
         items[f"image ssh {path}"] = _sha(run(f"cat {path}"))
     return items

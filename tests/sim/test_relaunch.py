@@ -129,6 +129,10 @@ def test_every_openstack_secret_renewed(sim: Any, relaunched: dict[str, Any]) ->
         probe = "read -r MYSQL_PWD && export MYSQL_PWD && timeout 30 mysql --protocol=socket -u %s -e 'SELECT 1'"
         assert not t.run(probe, user, check=False, stdin=getattr(old_secrets, attr) + "\n").ok, f"old {user} DB password still works"
         assert t.run(probe, user, check=False, stdin=getattr(new_secrets, attr) + "\n").ok
+    # The broker imported this instance's user password from its definitions at its only start.
+    auth = ["rabbitmqctl", "-q", "authenticate_user", "openstack"]  # the password on stdin
+    assert not t.run(auth, check=False, stdin=old_secrets.rabbit + "\n").ok, "the broker still takes the image's password"
+    assert t.run(auth, check=False, stdin=new_secrets.rabbit + "\n").ok
     secrets_list = t.run(["virsh", "-q", "-c", "qemu:///system", "secret-list"]).stdout
     assert new_secrets.libvirt_secret_uuid in secrets_list and old_secrets.libvirt_secret_uuid not in secrets_list
     key = t.run(["ceph", "--connect-timeout", "10", "auth", "get-key", f"client.{sim.settings.volume_pool}"]).stdout.strip()
@@ -195,7 +199,8 @@ def test_no_service_answers_from_the_network_before_the_new_instance_has_its_own
     opened = relaunched["opened"]
     assert opened is not None, "no probed port ever answered from the network"
     at, port = opened
-    units = ["coa-ceph-mon-key.service", "coa-ceph-keys.service", "coa-openstack-secrets.service", "coa-unfence.service"]
+    units = ["coa-ceph-mon-key.service", "coa-ceph-keys.service", "coa-openstack-broker.service", "coa-openstack-secrets.service",
+             "coa-unfence.service"]
     out = sim.target.run(["systemctl", "show", "-p", "Id", "-p", "ActiveEnterTimestampMonotonic", *units]).stdout
     done = {}
     for block in out.strip().split("\n\n"):

@@ -19,7 +19,7 @@ from tests.sim.test_tls import console_fingerprints
 
 pytestmark = pytest.mark.docker
 
-PER_INSTANCE = ("coa-ceph-mon-key", "coa-ceph-keys", "coa-openstack-secrets", "coa-openstack-boot-volume")
+PER_INSTANCE = ("coa-ceph-mon-key", "coa-ceph-keys", "coa-openstack-broker", "coa-openstack-secrets", "coa-openstack-boot-volume")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from provision.openstack.addresses import Addresses
-from provision.openstack.identity import CatalogAction, desired_endpoints, parse_openrc, plan_catalog, render_keystone_conf, render_openrc
+from provision.openstack.identity import CatalogAction, desired_endpoints, keystone_digest, parse_openrc, plan_catalog, render_keystone_conf, render_openrc
 from provision.openstack.ini import parse_ini
 
 from .samples import ADDRS, SEC, S
@@ -87,3 +87,16 @@ def test_openrc_roundtrips_and_quotes() -> None:
     assert (env["OS_USERNAME"], env["OS_PROJECT_NAME"], env["OS_REGION_NAME"]) == ("admin", "admin", "RegionOne")
     odd = dataclasses.replace(SEC, admin_password="a b'c")
     assert parse_openrc(render_openrc(S, odd, ADDRS))["OS_PASSWORD"] == "a b'c"
+
+
+def test_the_keystone_record_changes_with_an_address_or_a_secret_and_only_then() -> None:
+    digest = keystone_digest(S, SEC, ADDRS)
+    assert digest == keystone_digest(S, SEC, ADDRS)
+    assert SEC.admin_password not in digest and SEC.nova_service not in digest
+    others = [
+        keystone_digest(S, SEC, Addresses("10.77.0.6", ADDRS.public_host)),
+        keystone_digest(S, SEC, Addresses(ADDRS.private_ip, "ec2-203-0-113-8.compute-1.amazonaws.com")),
+        keystone_digest(S, dataclasses.replace(SEC, admin_password="other"), ADDRS),
+        keystone_digest(S, dataclasses.replace(SEC, placement_service="other"), ADDRS),
+    ]
+    assert digest not in others and len(set(others)) == len(others)

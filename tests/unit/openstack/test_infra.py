@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from provision.exceptions import ConfigError
 from provision.openstack.infra import (
+    ERLANG_COOKIE,
+    RABBIT_CONF,
+    RABBIT_DEFINITIONS,
     DbObserved,
+    broker_files,
     mysql_native_hash,
     parse_database_observation,
     plan_database,
@@ -16,6 +21,7 @@ from provision.openstack.infra import (
     rabbit_password_hash,
     rabbit_password_matches,
     render_mariadb_cnf,
+    render_rabbit_definitions,
     render_rabbitmq_env,
     sql_ident,
     sql_string,
@@ -110,6 +116,23 @@ def test_rabbit_hash_matches_rabbitmq() -> None:
     assert not rabbit_password_matches(stored, "other")
     assert not rabbit_password_matches("garbage!", pw)
     assert rabbit_password_matches(rabbit_password_hash("x", b"salt"), "x")
+
+
+def test_rabbit_definitions_give_user_openstack_this_password_and_render_the_same_twice() -> None:
+    text = render_rabbit_definitions("RbPw")
+    assert text == render_rabbit_definitions("RbPw") != render_rabbit_definitions("other")
+    defs = json.loads(text)
+    assert plan_rabbit(defs, "RbPw") == []  # the plan that rabbitmqctl's export is read with finds it current
+    assert plan_rabbit(defs, "old") == ["password"]
+    assert "RbPw" not in text and [v["name"] for v in defs["vhosts"]] == ["/"]
+
+
+def test_the_broker_reads_its_files_before_it_starts_and_only_root_and_rabbitmq_read_the_secret_ones() -> None:
+    files = {f.path: f for f in broker_files(SEC, "rabbitmq-server.service")}
+    assert files[ERLANG_COOKIE].content == SEC.erlang_cookie and files[ERLANG_COOKIE].mode == 0o400
+    assert (files[RABBIT_DEFINITIONS].mode, files[RABBIT_DEFINITIONS].owner, files[RABBIT_DEFINITIONS].group) == (0o640, "root", "rabbitmq")
+    assert f"load_definitions = {RABBIT_DEFINITIONS}" in files[RABBIT_CONF].content
+    assert all(f.units == ("rabbitmq-server.service",) for f in files.values())
 
 
 def _defs(users: list[tuple[str, str]], perms: bool = True) -> dict[str, Any]:
