@@ -20,6 +20,7 @@ from typing import Sequence
 import boto3
 
 from provision.ec2.build import build
+from provision.ec2.build import dry_run as check_build
 from provision.ec2.builder import provision_builder
 from provision.ec2.plan import BuilderHost, BuildOptions, BuildResult
 from provision.settings import Settings
@@ -50,8 +51,12 @@ def build_ami_sim(
     on_error: str = "cleanup",
     profile: str | None = None,
     log: Log = print,
-) -> BuildResult:
-    """Run the whole AMI build against the simulation; return the build result (AMI ids, manifest)."""
+    dry_run: bool = False,
+) -> BuildResult | list[str]:
+    """Run the whole AMI build against the simulation; return the build result (AMI ids, manifest).
+
+    ``dry_run``: only check it (:func:`provision.ec2.build.dry_run`); return the lines checked.
+    """
     sim = Sim(settings, log=log)
     source = sim.ensure_infra(profile)
     profile = sim.state.profile
@@ -89,6 +94,8 @@ def build_ami_sim(
         sim.image_instance(instance_id, ami)  # EC2 snapshots the stopped builder's disks; in the sim, this does
         audit_image(sim.docker, sim.state, ami, settings, log=log)  # the gate, on what became the AMI
 
+    if dry_run:
+        return check_build(options, session=session, endpoint_url=sim.state.endpoint, log=log)
     try:
         return build(
             options, lambda host: provision_builder(host, settings, profile, log=log), session=session, endpoint_url=sim.state.endpoint,

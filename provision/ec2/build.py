@@ -15,12 +15,13 @@ import sys
 import time
 from typing import Any, Callable, Iterator, Sequence
 
-from ..exceptions import ConfigError
+from ..exceptions import AwsError, ConfigError
 from ..image.updates import Package
 from ..profiles import is_proven
 from ..steps import Log
 from .api import ClientFactory, call, check_credentials, default_client_factory, start_session
 from .cleanup import Cleanup
+from .dryrun import ask, probes
 from .images import check_can_publish, check_instance_type, describe_source_image, find_source_image, images_named
 from .imaging import ImageRef, Imaging, image_request
 from .keys import Key, load_user_key, temporary_key
@@ -127,6 +128,49 @@ def build(
             run.fail(exc)
             raise
         return run.finish()
+
+
+def dry_run(
+    options: BuildOptions,
+    *,
+    session: Any = None,
+    clients: ClientFactory | None = None,
+    endpoint_url: str | None = None,
+    log: Log = print,
+    warn: Log = warn_stderr,
+) -> list[str]:
+    """Check a build without making anything: the checks :func:`build` runs before it makes anything
+    (options, region, proven profile, credentials, instance type, source image, name collisions,
+    publishability), then EC2's ``DryRun`` of its first creating calls (:mod:`.dryrun`); the lines checked.
+
+    Raises:
+        ConfigError: as :func:`build`, before any AWS call that could make something.
+        AwsError: a check or a ``DryRun`` was refused; the message names each refusal.
+    """
+    sess, available = start_session(session)
+    plan = make_plan(options, available_regions=available)
+    warning = cidr_warning(plan.ssh_cidr)
+    if warning:
+        warn(warning)
+    check_proven(plan)
+    if clients is None:
+        check_credentials(sess)
+        clients = default_client_factory(sess, endpoint_url)
+    with SignalGuard(log) as guard:
+        run = _Build(plan, clients, guard, log=log, sleep=time.sleep, clock=time.monotonic)
+        run.preflight()
+    checked = [f"source image {run.source_id}, instance type {plan.instance_type}, AMI name {plan.ami_name!r} free"
+               + (", publishable" if plan.public else "")]
+    refused: list[str] = []
+    log("==> Asking EC2 whether the build's calls would succeed (DryRun, nothing is made)")
+    for probe in probes(plan, run.source):
+        why = ask(run.ec2, probe)
+        log(f"    {'ok' if why is None else 'REFUSED'}: {probe.what}" + (f": {why}" if why else ""))
+        (checked if why is None else refused).append(probe.what if why is None else why)
+    if refused:
+        raise AwsError(f"Dry run: EC2 would refuse {len(refused)} of the build's calls: " + "; ".join(refused),
+                       hint="grant aws/build-ami-policy.json to these credentials, or fix what the message names")
+    return checked
 
 
 def check_proven(plan: BuildPlan) -> None:

@@ -23,6 +23,7 @@ from ..steps import Log, run_steps
 from ..target.ssh import SSHTarget
 from .api import check_region
 from .build import build
+from .build import dry_run as check_build
 from .plan import BuilderHost, BuildOptions, BuildResult
 
 #: Answers the caller's public address as AWS sees it.
@@ -107,7 +108,8 @@ def build_ami(
     allow_unproven: bool = False,
     key_file: str | None = None,
     log: Log = print,
-) -> BuildResult:
+    dry_run: bool = False,
+) -> BuildResult | list[str]:
     """Build the AMI on AWS: check the region, choose the profile, admit SSH from the caller, then :func:`build`.
 
     Args:
@@ -119,6 +121,8 @@ def build_ami(
         trust_source_owner: accept a ``source_ami`` not published by the profile's publisher.
         key_file: a private key of the user's instead of a generated one.
         log: where progress lines go.
+        dry_run: check everything that can be checked without making anything
+            (:func:`~provision.ec2.build.dry_run`) and return the lines checked.
 
         The other arguments are :class:`~provision.ec2.plan.BuildOptions` fields of the same names.
 
@@ -144,4 +148,6 @@ def build_ami(
         allow_unproven=allow_unproven,
         key_file=key_file,
     )
+    if dry_run:
+        return check_build(options, log=log)
     return build(options, lambda host: provision_builder(host, settings, name, log=log), log=log)

@@ -1,7 +1,8 @@
 """The least-privilege IAM policy of ``build.ami`` (``aws/build-ami-policy.json``): it names exactly
 the EC2 operations the build code calls, and a whole build run by an IAM user holding only it
 succeeds against moto with IAM authorization enforced; without one statement the build stops with
-one line naming the missing permission."""
+one line naming the missing permission. ``build.ami --dry-run`` makes nothing and names each call
+the credentials may not make."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import boto3
 import pytest
 from moto.core import set_initial_no_auth_action_count
 
+from provision.ec2.build import dry_run
 from provision.exceptions import AwsError
 
-from .helpers import REGION, new_session, options, run_build
+from .helpers import REGION, TEST, inventory, new_session, options, run_build
 
 ROOT = Path(__file__).resolve().parents[3]
 POLICY = ROOT / "aws" / "build-ami-policy.json"
@@ -90,3 +92,27 @@ def test_without_the_imaging_statement_the_build_stops_naming_the_permission(tmp
     assert "ec2:StopInstances" in text and "\n" not in e.value.message
     # Nothing the build made is left (its clean-up statement is still granted).
     assert session.client("ec2", region_name=REGION).describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopped"]}])["Reservations"] == []
+
+
+def test_a_dry_run_checks_without_making_anything(tmp_path: Path, ec2: Any, source_ami: str) -> None:
+    before = inventory()
+    lines: list[str] = []
+    checked = dry_run(options(tmp_path, public=True), session=TEST["session"], log=lines.append)
+    assert any(source_ami in c for c in checked) and any("launch the m1.xlarge builder" in c for c in checked)
+    assert any(line.startswith("    ok: import the builder's key pair") for line in lines)
+    assert inventory() == before  # no instance, key pair, security group, image or volume
+
+
+@set_initial_no_auth_action_count(SETUP_REQUESTS)
+def test_a_dry_run_names_each_call_the_credentials_may_not_make(tmp_path: Path, ec2: Any, source_ami: str) -> None:
+    doc = copy.deepcopy(policy())
+    doc["Statement"] = [s for s in doc["Statement"] if s["Sid"] != "LaunchTheTemporaryBuilder"]
+    session = builder_session(doc)
+    with pytest.raises(AwsError) as e:
+        dry_run(options(tmp_path), session=session, log=lambda line: None)
+    for action in ("ec2:RunInstances", "ec2:CreateSecurityGroup", "ec2:ImportKeyPair"):
+        assert action in e.value.message
+    assert "aws/build-ami-policy.json" in (e.value.hint or "")
+    described = session.client("ec2", region_name=REGION)
+    assert described.describe_instances()["Reservations"] == [] and described.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["coa-*"]}])["SecurityGroups"] == []
