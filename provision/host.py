@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from .boot.agent import BootAgentStep, install_fence_tools
 from .boot.jobs import HOSTNAME_UNIT, jobs
 from .ceph import steps as ceph_steps
 from .openstack import provisioning as openstack
 from .paths import agent_argv
+from .progress import heartbeat
 from .settings import Settings
 from .steps import FnStep, Log, Report, Step, run_steps
 from .target import Target
@@ -34,11 +37,12 @@ def provision(target: Target, settings: Settings, profile: str, log: Log = print
     Installs the boot agent and runs its first per-boot job (hostname), then the content
     steps, then starts the remaining boot units so the host ends as a booted instance would.
     """
-    report = run_steps(target, settings, [BootAgentStep(), FnStep("boot.nftables", install_fence_tools)], log)
+    around = partial(heartbeat, log=log)
+    report = run_steps(target, settings, [BootAgentStep(), FnStep("boot.nftables", install_fence_tools)], log, around)
     target.run(["systemctl", "start", HOSTNAME_UNIT], timeout=300)
     ip = instance_ipv4(target)
     log(f"instance address from metadata: {ip}")
-    more = run_steps(target, settings, content_steps(settings, profile, ip), log)
+    more = run_steps(target, settings, content_steps(settings, profile, ip), log, around)
     report.results.extend(more.results)
     start_boot_units(target, settings)
     log(f"provisioned: {len(report.results)} steps, {report.changed} changed, {report.seconds:.0f}s")

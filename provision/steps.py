@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, ContextManager, Iterable, Protocol, Sequence
 
 from .settings import Settings
 from .target import Target
@@ -113,13 +114,19 @@ def run_steps(
     settings: Settings,
     steps: Iterable[Step],
     log: Log = print,
+    around: Callable[[str], ContextManager[None]] | None = None,
 ) -> Report:
-    """Apply ``steps`` in order, logging one line each; stop at the first error."""
+    """Apply ``steps`` in order, logging one line each; stop at the first error.
+
+    ``around``: a context each step runs in, given its name (the host's live progress,
+    :func:`provision.progress.heartbeat`).
+    """
     report = Report()
     for step in steps:
         log(f"==> {step.name} ...")
         start = time.monotonic()
-        result = step.apply(target, settings)
+        with around(step.name) if around else nullcontext():
+            result = step.apply(target, settings)
         result = StepResult(result.name, result.changed, result.detail, time.monotonic() - start)
         report.results.append(result)
         log(result.line())
