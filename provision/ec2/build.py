@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 from ..exceptions import AwsError, ConfigError
 from ..image.updates import Package
 from ..profiles import is_proven
+from ..progress import heartbeat
 from ..steps import Log
 from .api import ClientFactory, call, check_credentials, default_client_factory, start_session
 from .cleanup import Cleanup
@@ -226,11 +227,13 @@ class _Build:
 
     @contextlib.contextmanager
     def stage(self, name: str, message: str) -> Iterator[None]:
-        """Log a stage and add its duration (even when it fails) to ``timings``."""
+        """Log a stage, show that it runs (the provisioning stage's steps show themselves) and add
+        its duration (even when it fails) to ``timings``."""
         self.log(f"==> {message}")
         start = self.clock()
         try:
-            yield
+            with heartbeat(message, log=self.log) if name != "provision" else contextlib.nullcontext():
+                yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + (self.clock() - start)
 
