@@ -104,15 +104,21 @@ def wait_ready(
     interval: float = 3,
     log: Log = print,
     passes: int = 2,
+    every: float = 30,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[Check]:
     """Poll the checks until all pass ``passes`` times in a row; raise NotReady naming what is not ready.
+
+    What is pending is logged when it changes, and again at least every ``every`` seconds with
+    the time waited (a slow boot is told from a hung one).
 
     One pass is not enough right after a boot: the manager restarted by the key rotation, for
     one, can drop out of the map for a moment after the cluster first reported HEALTH_OK.
     """
-    deadline = time.monotonic() + timeout
+    start = clock()
+    deadline = start + timeout
     last: list[Check] = []
-    shown = ""
+    shown, shown_at = "", start
     streak = 0
     while True:
         last = check_all(target, settings)
@@ -121,9 +127,10 @@ def wait_ready(
         if streak >= passes:
             return last
         summary = "; ".join(f"{c.name}: {c.detail}" for c in pending)
-        if summary and summary != shown:
-            log(f"waiting: {summary}")
-            shown = summary
-        if time.monotonic() > deadline:
+        now = clock()
+        if summary and (summary != shown or now - shown_at >= every):
+            log(f"waiting ({now - start:.0f}s): {summary}")
+            shown, shown_at = summary, now
+        if now > deadline:
             raise NotReady(f"Not ready after {timeout:.0f}s: {summary or 'checks not stable'}", hint="see the boot jobs' logs with `invoke sim.logs`")
         time.sleep(interval)
