@@ -8,6 +8,7 @@ the status, and the boot agent never calls this module.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -31,6 +32,15 @@ def on_terminal(stream: Any = None) -> bool:
 def still_running(what: str, elapsed: float) -> str:
     """The line a non-terminal run prints while ``what`` runs."""
     return f"    ... {what}: still running ({elapsed:.0f}s)"
+
+
+_STILL_RUNNING = re.compile(r"^    \.\.\. .+: still running \(\d+s\)$")
+
+
+def is_progress_line(line: str) -> bool:
+    """True for a :func:`still_running` line: readers of a log skip them (they come at any point,
+    between a step's header and its report too)."""
+    return bool(_STILL_RUNNING.match(line))
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from provision.image.audit import AuditReport, audit
+from provision.progress import is_progress_line
 from provision.target import Target
 from sim.image_audit import MOUNT, image_root
 from tests.plants import MARK, Plant, expected_path, plants
@@ -37,7 +38,7 @@ def _tar(items: list[Plant]) -> bytes:
 def test_the_build_ran_the_final_audit_on_the_builder_and_on_the_image(sim: Any) -> None:
     assert sim.built is not None, "the session's build left no log"
     out, ami = sim.built["stdout"], sim.built["ami"]
-    lines = out.splitlines()
+    lines = [ln for ln in out.splitlines() if not is_progress_line(ln)]
     for header in ("==> final audit", f"==> final audit of the committed image {ami}"):
         assert header in lines, header
         assert ": clean (" in lines[lines.index(header) + 1], lines[lines.index(header) + 1]
@@ -53,7 +54,7 @@ def _report_after(lines: list[str], header: str) -> list[str]:
 def test_the_gate_on_the_committed_image_let_no_bootstrap_key_through(sim: Any) -> None:
     """The build's own audit of the committed image (not re-run here: it scanned the same image, two
     minutes a run): its root is the image's mount, and no Ceph bootstrap keyring is among what it allowed."""
-    lines = sim.built["stdout"].splitlines()
+    lines = [ln for ln in sim.built["stdout"].splitlines() if not is_progress_line(ln)]
     report = _report_after(lines, f"==> final audit of the committed image {sim.built['ami']}")
     assert report and f"(root {MOUNT}): clean (" in report[0], report[:1]
     assert not [ln for ln in report if "/var/lib/ceph/bootstrap-" in ln], report

@@ -10,7 +10,7 @@ from functools import partial
 
 from rich.console import Console
 
-from provision.progress import heartbeat, on_terminal
+from provision.progress import heartbeat, is_progress_line, on_terminal, still_running
 from provision.settings import Settings
 from provision.steps import FnStep, run_steps
 from provision.target.local import LocalTarget
@@ -44,6 +44,11 @@ def test_a_terminal_shows_the_step_and_its_elapsed_time_and_nested_steps_add_no_
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
     assert "openstack.packages ..." in text and "openstack.packages ... 1s" in text
     assert "inner" not in text and lines == []
+
+
+def test_readers_of_a_log_can_tell_the_progress_lines_from_the_rest() -> None:
+    assert is_progress_line(still_running("Creating image 'x'", 90.4))
+    assert not is_progress_line("==> final audit") and not is_progress_line("audit of docker://x (root /mnt): clean (65.0s)")
 
 
 def test_a_pipe_is_not_a_terminal() -> None:
