@@ -56,34 +56,34 @@ def heartbeat(what: str, log: Log = print, interval: float = INTERVAL_S, live: b
         yield
         return
     _active.append(what)
-    start, done = clock(), threading.Event()
+    start = clock()
     try:
         if live if live is not None else on_terminal():
             from rich.console import Console  # host side only: the agent runs without rich
 
             con = console or Console()
-            with con.status(f"{what} ...") as status:
-                thread = threading.Thread(target=_tick, args=(done, lambda: status.update(f"{what} ... {clock() - start:.0f}s"), 1.0),
-                                          daemon=True)
-                thread.start()
-                try:
-                    yield
-                finally:
-                    done.set()
-                    thread.join()
-        else:
-            thread = threading.Thread(target=_tick, args=(done, lambda: log(still_running(what, clock() - start)), interval), daemon=True)
-            thread.start()
-            try:
+            with con.status(f"{what} ...") as status, _ticking(lambda: status.update(f"{what} ... {clock() - start:.0f}s"), 1.0):
                 yield
-            finally:
-                done.set()
-                thread.join()
+        else:
+            with _ticking(lambda: log(still_running(what, clock() - start)), interval):
+                yield
     finally:
         _active.pop()
 
 
-def _tick(done: threading.Event, beat: Callable[[], None], interval: float) -> None:
-    """Call ``beat`` every ``interval`` seconds until ``done``."""
-    while not done.wait(interval):
-        beat()
+@contextmanager
+def _ticking(beat: Callable[[], None], interval: float) -> Iterator[None]:
+    """Call ``beat`` every ``interval`` seconds from a thread while the block runs."""
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(interval):
+            beat()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

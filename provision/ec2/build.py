@@ -102,15 +102,7 @@ def build(
         KeyboardInterrupt: Ctrl-C, SIGTERM or SIGHUP (:class:`~provision.ec2.signals.Interrupted`).
     """
     with SignalGuard(log) as guard:
-        sess, available = start_session(session)
-        plan = make_plan(options, available_regions=available, build_id=build_id)
-        warning = cidr_warning(plan.ssh_cidr)
-        if warning:
-            warn(warning)
-        check_proven(plan)
-        if clients is None:
-            check_credentials(sess)
-            clients = default_client_factory(sess, endpoint_url)
+        plan, clients = _plan_and_clients(options, session, clients, endpoint_url, warn, build_id)
         run = _Build(plan, clients, guard, log=log, sleep=sleep, clock=clock)
         run.preflight()
         try:
@@ -148,15 +140,7 @@ def dry_run(
         ConfigError: as :func:`build`, before any AWS call that could make something.
         AwsError: a check or a ``DryRun`` was refused; the message names each refusal.
     """
-    sess, available = start_session(session)
-    plan = make_plan(options, available_regions=available)
-    warning = cidr_warning(plan.ssh_cidr)
-    if warning:
-        warn(warning)
-    check_proven(plan)
-    if clients is None:
-        check_credentials(sess)
-        clients = default_client_factory(sess, endpoint_url)
+    plan, clients = _plan_and_clients(options, session, clients, endpoint_url, warn)
     with SignalGuard(log) as guard:
         run = _Build(plan, clients, guard, log=log, sleep=time.sleep, clock=time.monotonic)
         run.preflight()
@@ -172,6 +156,22 @@ def dry_run(
         raise AwsError(f"Dry run: EC2 would refuse {len(refused)} of the build's calls: " + "; ".join(refused),
                        hint="grant aws/build-ami-policy.json to these credentials, or fix what the message names")
     return checked
+
+
+def _plan_and_clients(options: BuildOptions, session: Any, clients: ClientFactory | None, endpoint_url: str | None,
+                      warn: Log, build_id: str | None = None) -> tuple[BuildPlan, ClientFactory]:
+    """The checks of a build that need no AWS call that could make something: the plan (options,
+    region), its SSH width warning, the proven profile; then the credentials and the clients."""
+    sess, available = start_session(session)
+    plan = make_plan(options, available_regions=available, build_id=build_id)
+    warning = cidr_warning(plan.ssh_cidr)
+    if warning:
+        warn(warning)
+    check_proven(plan)
+    if clients is None:
+        check_credentials(sess)
+        clients = default_client_factory(sess, endpoint_url)
+    return plan, clients
 
 
 def check_proven(plan: BuildPlan) -> None:
