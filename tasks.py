@@ -78,7 +78,7 @@ def up(c, ami=None, profile=None, instance_type=None, imdsv2_required=False, use
 def _print_reach(sim: Any, status: dict[str, Any]) -> None:
     from sim.reach import reach_lines
 
-    print("\n".join(reach_lines(status, sim.settings, str(sim.state.key_path), _login_user(sim))))
+    print("\n".join(reach_lines(status, sim.settings, str(sim.state.key_path), sim.login_user())))
 
 
 def _read_user_data(path: str | None) -> str | None:
@@ -89,12 +89,6 @@ def _read_user_data(path: str | None) -> str | None:
             return f.read()
     except OSError as e:
         raise Exit(f"error: cannot read the user data file {path!r}: {e.strerror}", code=1) from None
-
-
-def _login_user(sim: Any) -> str:
-    from provision.profiles import get_profile
-
-    return get_profile(sim.state.profile).login_user if sim.state.profile else "admin"
 
 
 @task(help={"all": "also remove the cached base and OS images"})
@@ -165,10 +159,10 @@ def shell(c):
 @task(help={"follow": "keep printing new lines", "all": "the whole journal of this boot, not only the boot jobs"})
 @friendly
 def logs(c, follow=False, all=False):
-    """Print the boot jobs' logs (journal of the coa-* units) from the simulated instance."""
+    """Print the boot jobs' and cloud-init's logs (journal of the coa-* and cloud-* units) from the simulated instance."""
     sim = _sim(c)
     sim.require_running()
-    units = [] if all else ["-u", "coa-*", "-u", "sim-cloud-init.service"]
+    units = [] if all else ["-u", "coa-*", "-u", "cloud-*.service"]
     args = ["docker", "exec", "-it" if follow else "-i", sim.state.container, "journalctl", "-b", "--no-pager", *units]
     os.execvp("docker", args + (["-f"] if follow else []))
 

@@ -32,6 +32,22 @@ IPV6_LINES = (
     "ff02::2 ip6-allrouters",
 )
 
+#: cloud-init's drop-in (last of ``/etc/cloud/cloud.cfg.d``, so it wins over the distribution's
+#: files): its ``set_hostname``, ``update_hostname`` and ``update_etc_hosts`` modules would give the
+#: instance the metadata's name at every boot; the hostname job owns both files instead.
+CLOUD_INIT_CFG = "/etc/cloud/cloud.cfg.d/99-ceph-openstack-ami.cfg"
+
+
+def render_cloud_init_cfg() -> str:
+    """Render :data:`CLOUD_INIT_CFG`: cloud-init leaves the hostname and ``/etc/hosts`` alone."""
+    return (
+        "# Installed by ceph-openstack-ami (provision.hostname): the boot job coa-hostname sets the\n"
+        "# static hostname and /etc/hosts from the instance metadata; cloud-init must not.\n"
+        "preserve_hostname: true\n"
+        "manage_etc_hosts: false\n"
+    )
+
+
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 

@@ -39,6 +39,11 @@ instance is a systemd container on the host's kernel. What that forces, and why:
   ``sim.console``).
 * **Units that need a kernel or devices of their own are masked** (udev, gettys, module
   loading): in ``Dockerfile.ubuntu``, which says why.
+* **cloud-init is told what DMI would tell it**: the instance runs the distribution's
+  cloud-init against the sim's metadata service, as on EC2; a container has no DMI, so
+  ``sim/files/cloud.cfg.d/95-sim-container.cfg`` names the Ec2 datasource (ds-identify would
+  find none), turns off its strict platform check, and leaves the network to Docker, a line
+  each with its reason. Nothing else of cloud-init differs.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 from provision import host as provision_host
 from provision.ec2.plan import validate_ami_id
 from provision.exceptions import SimError
-from provision.profiles import record_proven
+from provision.profiles import get_profile, record_proven
 from provision.ready import Check, check_all, wait_ready
 from provision.settings import Settings
 from provision.steps import Log
@@ -62,6 +62,10 @@ class Sim:
     def target(self) -> DockerTarget:
         """A Target into the current instance's container."""
         return self.instances.target()
+
+    def login_user(self) -> str:
+        """The default user cloud-init makes on the instance: its profile's (Debian 12's ``admin`` when unknown)."""
+        return get_profile(self.state.profile or "debian-12").login_user
 
     def _check_instance_type(self) -> int:
         """Validate the configured instance type (before anything is made); return its memory in MiB."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -28,15 +29,24 @@ def os_image(docker_client: Any) -> str:
     return images.os_image(docker_client, profile, print)
 
 
+#: cloud-init's datasource for a throwaway container of the OS image: it is no instance and no
+#: metadata service answers it, so cloud-init runs at once with its ``None`` datasource (default
+#: user, host keys) instead of waiting two minutes for the EC2 one.
+NO_METADATA_CFG = "# a throwaway container, not an instance: no metadata service\ndatasource_list: [None]\n"
+
+
 @pytest.fixture
-def systemd_container(docker_client: Any, os_image: str) -> Iterator[Any]:
-    """A throwaway container of the OS image running systemd (sshd included), removed after."""
+def systemd_container(docker_client: Any, os_image: str, tmp_path: Path) -> Iterator[Any]:
+    """A throwaway container of the OS image running systemd (sshd, cloud-init without metadata), removed after."""
     from testcontainers.core.container import DockerContainer
 
     from sim.container import RUN_OPTIONS
 
+    cfg = tmp_path / "96-no-metadata.cfg"
+    cfg.write_text(NO_METADATA_CFG)
     opts = {k: v for k, v in RUN_OPTIONS.items() if k != "tmpfs"}
     container = DockerContainer(os_image).with_kwargs(labels={"ceph-openstack-ami.test": "1"}, **opts)
+    container = container.with_volume_mapping(str(cfg), "/etc/cloud/cloud.cfg.d/96-no-metadata.cfg", "ro")
     for path in RUN_OPTIONS["tmpfs"]:
         container = container.with_tmpfs_mount(path)
     with container as c:

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from ..hostname import CLOUD_INIT_CFG, render_cloud_init_cfg
 from ..paths import AGENT_DIR, SETTINGS_PATH, UNIT_DIR
 from ..settings import Settings
 from ..steps import StepResult, apt_install, missing_packages
@@ -30,6 +31,7 @@ def agent_files(settings: Settings) -> dict[str, tuple[bytes, int]]:
             files[f"{AGENT_DIR}/provision/{rel.as_posix()}"] = (path.read_bytes(), 0o644)
     files[fence.FENCE_RULES] = (render_fence().encode(), 0o644)
     files[fence.UNFENCE_RULES] = (render_unfence().encode(), 0o644)
+    files[CLOUD_INIT_CFG] = (render_cloud_init_cfg().encode(), 0o644)
     files[SETTINGS_PATH] = ((json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True) + "\n").encode(), 0o644)
     for job in jobs(settings):
         files[f"{UNIT_DIR}/{job.unit}"] = (render_unit(job).encode(), 0o644)

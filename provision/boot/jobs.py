@@ -93,7 +93,8 @@ def jobs(settings: Settings) -> list[BootJob]:
     not_before_endpoints = tuple(u for u in OPENSTACK_UNITS if u not in ("keystone.service", "apache2.service"))
     table = [
         BootJob("hostname", "boot", "Set the static hostname and /etc/hosts from the instance metadata", hostname_job,
-                after=("network-online.target",), wants=("network-online.target",), before=("ssh.service", *ceph)),
+                # After cloud-init's network stage, which on a new instance gives the metadata's name.
+                after=("network-online.target", "cloud-init.service"), wants=("network-online.target",), before=("ssh.service", *ceph)),
         BootJob(tls.JOB_NAME, "boot", "Give this instance its own TLS key and a certificate for its current names", tls_job,
                 after=("coa-hostname.service",),
                 before=(*tls.SERVED_BY, "nova-novncproxy.service", "coa-openstack-secrets.service", "coa-openstack-endpoints.service"),

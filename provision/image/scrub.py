@@ -20,9 +20,9 @@ runs them. A clean host yields an empty plan, so a second run reports "unchanged
 
 What it deliberately leaves:
 
-* Files the instance needs to regenerate what it must have: ``ssh-keygen`` (first boot
-  makes host keys: cloud-init on EC2, its stand-in in the sim, the project's
-  ``ssh-keygen -A`` unit), ``/etc/machine-id`` itself (empty, so systemd makes a new id on
+* Files the instance needs to regenerate what it must have: ``ssh-keygen`` (the first
+  boot of each instance makes host keys: cloud-init's ``ssh`` module, on EC2 and in the
+  sim), ``/etc/machine-id`` itself (empty, so systemd makes a new id on
   first boot), ``/var/log/journal`` and the log files packages expect (truncated, not
   removed), ``/var/lib/apt/lists/{lock,partial}``, and the ``/tmp`` entries of running
   services (``systemd-private-*``, X11 sockets: they belong to live units).

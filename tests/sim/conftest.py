@@ -2,7 +2,8 @@
 
 The session's instance is what a user of the AMI gets: the session first runs the real build
 (`invoke build.ami --sim --public`: a builder provisioned over SSH, scrubbed, audited, imaged),
-then launches an instance of that AMI. So OpenStack is provisioned once per session, and every
+then launches an instance of that AMI with a ``#cloud-config`` user-data (:data:`USER_DATA`, which
+cloud-init acts on at the first boot of each instance, as a user's would). So OpenStack is provisioned once per session, and every
 sim test checks an instance of a built image. The build's output is kept in
 ``build/test-session-build.log`` (follow it with ``tail -f`` while the session starts).
 
@@ -23,6 +24,20 @@ import pytest
 
 from provision.settings import Settings
 from provision.target import Target
+
+#: What the session's instances are launched with (RunInstances ``UserData``): a file written by
+#: cloud-init's ``write_files`` and, by ``runcmd`` (once per instance), the instance-id cloud-init read.
+USER_DATA_FILE = "/var/tmp/coa-test-user-data"
+RUNCMD_FILE = "/var/tmp/coa-test-runcmd"
+USER_DATA = f"""#cloud-config
+write_files:
+  - path: {USER_DATA_FILE}
+    permissions: "0644"
+    content: |
+      written by cloud-init from the user-data
+runcmd:
+  - [sh, -c, "cloud-init query instance_id > {RUNCMD_FILE}"]
+"""
 
 
 class SimHandle:
@@ -80,6 +95,10 @@ class SimHandle:
         """The current instance's console output, through the EC2 API (GetConsoleOutput), as an owner reads it."""
         return str(self._sim.console())
 
+    def login_user(self) -> str:
+        """The login user cloud-init made on the instance (``admin`` on Debian 12)."""
+        return str(self._sim.login_user())
+
     def status_ids(self) -> dict[str, Any]:
         """The current instance's ids, without running the readiness checks."""
         return {"instance_id": self._sim.state.instance_id, "container": self._sim.state.container}
@@ -135,6 +154,6 @@ def sim(docker_client: Any) -> Iterator[SimHandle]:
     s.down()
     built = build_ami()
     s = Sim(Settings(), log=print)  # the state the build left (network, daemon, its AMI)
-    s.up(ami=built["ami"])
+    s.up(ami=built["ami"], user_data=USER_DATA)
     yield SimHandle(s, built)
     Sim(Settings(), log=print).down()

@@ -14,6 +14,7 @@ import pytest
 
 from provision.ceph import boot as ceph_boot
 from provision.ceph import health
+from tests.sim.names import assert_cloud_init_done_and_names_ours
 from tests.sim.test_ceph import HEALTH_TIMEOUT_S, boot_log
 from tests.sim.test_compute import console_log, demo_servers
 from tests.sim.test_openstack import boot_volumes, last_boot_entry
@@ -71,3 +72,7 @@ def test_the_same_demo_server_is_resumed(sim: Any, rebooted: dict[str, Any]) -> 
     journal = demo_journal(sim)[rebooted["before"]["demo_journal_lines"]:]  # this boot's lines
     assert any("unchanged: cephdemo-server is server" in line for line in journal), journal
     assert "login:" in console_log(sim, "login:")
+
+
+def test_cloud_init_done_and_names_ours(sim: Any, rebooted: dict[str, Any]) -> None:
+    assert_cloud_init_done_and_names_ours(sim)

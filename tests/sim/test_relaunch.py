@@ -25,6 +25,7 @@ from provision.openstack.dashboard import DASHBOARD_OVERRIDES
 from provision.openstack.identity import parse_openrc
 from provision.openstack.ini import parse_ini
 from provision.openstack.secrets import Secrets
+from tests.sim.names import assert_cloud_init_done_and_names_ours
 from tests.sim.test_ceph import HEALTH_TIMEOUT_S, boot_log, client_keys, image_sha256, mon_vectors, reused_keys
 from tests.sim.test_ceph import IMAGE as DATA_IMAGE
 from tests.sim.test_openstack import OPENRC, boot_volumes, cli, endpoints, secrets_of
@@ -94,6 +95,10 @@ def test_new_instance_ip_and_mapping(sim: Any, relaunched: dict[str, Any]) -> No
     assert t.run("getent hosts %s", after["public_hostname"]).stdout.split()[0] == after["private_ip"]
     old = sim.ec2().describe_instances(InstanceIds=[before["instance_id"]])["Reservations"][0]["Instances"][0]
     assert old["State"]["Name"] == "terminated"
+
+
+def test_cloud_init_done_and_names_ours_on_the_new_instance(sim: Any, relaunched: dict[str, Any]) -> None:
+    assert_cloud_init_done_and_names_ours(sim)
 
 
 def test_monitor_readdressed_and_data_intact(sim: Any, relaunched: dict[str, Any]) -> None:

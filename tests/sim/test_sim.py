@@ -12,6 +12,8 @@ import pytest
 
 from provision.target import from_spec
 from sim.state import SimState
+from tests.sim.conftest import RUNCMD_FILE, USER_DATA, USER_DATA_FILE
+from tests.sim.names import assert_cloud_init_done_and_names_ours, cloud_init_result
 
 pytestmark = pytest.mark.docker
 
@@ -126,3 +128,20 @@ def test_status_json_without_checks_is_fast(sim: Any) -> None:
     print(f"status without checks: {took:.3f}s")
 
 
+def test_cloud_init_ran_against_the_metadata_and_left_our_names(sim: Any) -> None:
+    """The distribution's cloud-init, not a stand-in: EC2 datasource, host keys, the key pair's key; our names."""
+    assert_cloud_init_done_and_names_ours(sim)
+    t, login = sim.target, sim.login_user()
+    assert t.exists("/etc/ssh/ssh_host_ed25519_key") and not t.exists("/usr/local/sbin/sim-cloud-init")
+    assert t.run("dpkg-query -W -f '${Status}' cloud-init").stdout == "install ok installed"
+    key = imds_get(t, "meta-data/public-keys/0/openssh-key").strip()
+    assert key.split()[:2] == t.run("cat /home/%s/.ssh/authorized_keys", login).stdout.split()[:2]
+
+
+def test_cloud_init_acts_on_the_user_data(sim: Any) -> None:
+    """The metadata serves the RunInstances user-data; cloud-init ran its write_files and, for this instance, its runcmd."""
+    t = sim.target
+    cloud_init_result(sim)  # its last stage (runcmd) has finished
+    assert imds_get(t, "user-data") == USER_DATA
+    assert t.read(USER_DATA_FILE).decode() == "written by cloud-init from the user-data\n"
+    assert t.read(RUNCMD_FILE).decode().strip() == sim.status_ids()["instance_id"]

@@ -14,6 +14,7 @@ from provision import tls
 from provision.openstack.dashboard import DASHBOARD_OVERRIDES
 from provision.openstack.ini import parse_ini
 from tests.sim import inventory
+from tests.sim.names import assert_cloud_init_done_and_names_ours
 from tests.sim.test_openstack import endpoints
 from tests.sim.test_tls import console_fingerprints
 
@@ -60,3 +61,7 @@ def test_catalog_dashboard_novnc_and_certificate_follow_the_new_name(sim: Any, r
     assert f"DNS:{name}" in sans and f"DNS:{old}" not in sans
     # the same key (no secret changed), a new certificate, its fingerprint on the console
     assert console_fingerprints(sim)[-1] == tls.served_fingerprint(t, s)
+
+
+def test_cloud_init_done_and_names_ours_on_the_new_public_name(sim: Any, restarted: dict[str, Any]) -> None:
+    assert_cloud_init_done_and_names_ours(sim)

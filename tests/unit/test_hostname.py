@@ -306,3 +306,25 @@ def test_real_bind_mount(root: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 def test_put_file_is_exported() -> None:
     assert hostname.put_file.__doc__ and "mount point" in hostname.put_file.__doc__
+
+
+def test_cloud_init_drop_in_leaves_hostname_and_hosts_to_the_boot_job() -> None:
+    """cloud-init reads the drop-in as YAML: it must not set the hostname nor write /etc/hosts."""
+    import yaml
+
+    cfg = yaml.safe_load(hostname.render_cloud_init_cfg())
+    assert cfg == {"preserve_hostname": True, "manage_etc_hosts": False}
+    # Last in cloud-init's lexical order of cloud.cfg.d, so a distribution's drop-in cannot undo it.
+    name = Path(hostname.CLOUD_INIT_CFG).name
+    assert Path(hostname.CLOUD_INIT_CFG).parent.as_posix() == "/etc/cloud/cloud.cfg.d"
+    assert name > "95-sim-container.cfg" and name > "90_dpkg.cfg" and name.endswith(".cfg")
+
+
+def test_the_agent_ships_the_drop_in_and_the_hostname_job_runs_after_cloud_init() -> None:
+    from provision.boot.agent import agent_files
+    from provision.boot.jobs import HOSTNAME_UNIT, jobs
+
+    files = agent_files(Settings())
+    assert files[hostname.CLOUD_INIT_CFG] == (hostname.render_cloud_init_cfg().encode(), 0o644)
+    job = next(j for j in jobs(Settings()) if j.unit == HOSTNAME_UNIT)
+    assert "cloud-init.service" in job.after
