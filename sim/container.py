@@ -42,8 +42,9 @@ instance is a systemd container on the host's kernel. What that forces, and why:
 * **cloud-init is told what DMI would tell it**: the instance runs the distribution's
   cloud-init against the sim's metadata service, as on EC2; a container has no DMI, so
   ``sim/files/cloud.cfg.d/95-sim-container.cfg`` names the Ec2 datasource (ds-identify would
-  find none), turns off its strict platform check, and leaves the network to Docker, a line
-  each with its reason. Nothing else of cloud-init differs.
+  find none), names the platform (``sim/files/cloud-init/DataSourceEc2.py``: cloud-init's own
+  datasource answering "aws", without which it skips the IMDSv2 token), and leaves the
+  network to Docker, a line each with its reason. Nothing else of cloud-init differs.
 """
 
 from __future__ import annotations
