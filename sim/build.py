@@ -2,8 +2,8 @@
 
 moto is EC2: the build's own ``run_instances`` launches the builder, which the sim boots as a
 container at the instance's private IP; the build reaches it over SSH with the temporary key
-pair moto holds (the distribution's cloud-init installs it from the metadata, as on EC2); ``create_image`` happens on moto and the sim keeps the stopped builder's disk as
-that AMI's content, so ``sim.up --ami ID`` boots it and every first-boot job runs as on EC2.
+pair moto holds (the distribution's cloud-init installs it from the metadata, as on EC2);
+``create_image`` happens on moto and the sim keeps the stopped builder's disk as that AMI's content, so ``sim.up --ami ID`` boots it and every first-boot job runs as on EC2.
 
 The gate runs twice: on the quiesced builder over SSH (as on EC2, the final audit of
 :func:`provision.image.prepare.prepare_image`), and, right after the commit, on the committed

@@ -36,11 +36,11 @@ def assert_cloud_init_done_and_names_ours(sim: Any) -> None:
     """cloud-init is done with the EC2 datasource and no error; hostname, FQDN and /etc/hosts are ours."""
     result = cloud_init_result(sim)
     assert result == {"datasource": "DataSourceEc2", "errors": []}, result
+    inst, t, short = describe(sim), sim.target, sim.settings.hostname
     # It took the platform for EC2 (the sim's shim), so it asked with an IMDSv2 token, as on EC2
     # (an instance launched with HttpTokens=required, as build.ami's are, refuses IMDSv1).
-    assert sim.target.run("cloud-init query cloud_name").stdout.strip() == "aws"
-    assert "Fetching Ec2 IMDSv2 API Token" in sim.target.read("/var/log/cloud-init.log").decode()
-    inst, t, short = describe(sim), sim.target, sim.settings.hostname
+    assert t.run("cloud-init query cloud_name").stdout.strip() == "aws"
+    assert "Fetching Ec2 IMDSv2 API Token" in t.read("/var/log/cloud-init.log").decode()
     public, private, local = inst.get("PublicDnsName") or None, inst["PrivateIpAddress"], inst["PrivateDnsName"]
     assert t.run("hostname").stdout.strip() == short
     assert t.read("/etc/hostname").decode() == hostname.render_hostname(short)
