@@ -25,7 +25,7 @@ from provision.settings import Settings
 from provision.steps import Log
 from provision.target.docker import docker_client
 
-from . import images
+from . import amis, clouds, images
 from .aws import ec2_client
 from .state import ROOT, SimState, state_dir
 
@@ -37,6 +37,8 @@ GATEWAY = "10.77.0.1"
 IMDS_ADDRESS = "169.254.169.254"
 #: Seconds the sim daemon has to answer after it is started.
 DAEMON_START_S = 30
+#: Seconds the sim daemon has to end after SIGTERM (its last write of the AMI registrations).
+DAEMON_STOP_S = 15
 
 
 def labels(**extra: str) -> dict[str, str]:
@@ -116,9 +118,12 @@ class Cloud:
         """Start the sim daemon unless it runs (a new one starts with an empty EC2)."""
         if self.daemon_alive():
             return
-        if self.state.instance_id:
-            self.log("the sim daemon (moto) is gone: its EC2 state is lost; starting afresh")
-            self.state = SimState()
+        if self.state.endpoint:  # there was a daemon: what it held (VPC, key pair, instances) went with it, its AMIs did not
+            if self.state.instance_id:
+                self.log("the sim daemon (moto) is gone: its instances are lost (its AMIs are kept); starting afresh")
+            self.state = SimState(images=self.state.images, disks=self.state.disks, profile=self.state.profile)
+        # The new daemon starts with the registrations of the AMIs whose content this sim still holds.
+        restored = amis.keep_only(amis.registry_path(), self.state.images)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -126,7 +131,8 @@ class Cloud:
         d.mkdir(parents=True, exist_ok=True)
         with open(d / "daemon.log", "ab") as logf:  # the daemon keeps its own copy of the descriptor
             proc = subprocess.Popen(
-                [sys.executable, "-m", "sim.daemon", "--port", str(port), "--region", self.settings.region, "--imds-host", IMDS_ADDRESS],
+                [sys.executable, "-m", "sim.daemon", "--port", str(port), "--region", self.settings.region, "--imds-host", IMDS_ADDRESS,
+                 "--amis", str(amis.registry_path())],
                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(ROOT), start_new_session=True,
             )
         self.state.daemon_pid = proc.pid
@@ -134,7 +140,8 @@ class Cloud:
         self.state.region = self.settings.region
         self._await_daemon(proc)
         self.state.save()
-        self.log(f"sim daemon started (pid {proc.pid}): moto at {self.state.endpoint}, metadata at http://{IMDS_ADDRESS}/")
+        self.log(f"sim daemon started (pid {proc.pid}): moto at {self.state.endpoint}, metadata at http://{IMDS_ADDRESS}/"
+                 + (f", {len(restored)} AMI(s) kept from before" if restored else ""))
 
     def _await_daemon(self, proc: subprocess.Popen[bytes]) -> None:
         """Wait until the new daemon's moto answers; SimError when it exits or stays silent."""
@@ -158,6 +165,14 @@ class Cloud:
             os.killpg(self.state.daemon_pid, signal.SIGTERM)
         except OSError:
             return []
+        # It writes the AMI registrations a last time as it ends: wait, so nothing writes after us.
+        deadline = time.monotonic() + DAEMON_STOP_S
+        while time.monotonic() < deadline:
+            try:
+                os.kill(self.state.daemon_pid, 0)
+            except OSError:
+                break
+            time.sleep(0.2)
         return [f"sim daemon {self.state.daemon_pid}"]
 
     # --- EC2: VPC, subnet, key pair ---------------------------------------------------
@@ -214,20 +229,66 @@ class Cloud:
         self.state.save()
         return ami
 
+    # --- keeping AMIs ------------------------------------------------------------------
+    def kept_amis(self) -> set[str]:
+        """The AMIs ``sim.down`` keeps: those a build made and the source images (not the relaunch images).
+
+        Read from the daemon's registry file, so call it once the daemon has stopped.
+        """
+        records = {r["ami_id"]: r for r in amis.read(amis.registry_path())}
+        sources = {a for a, tag in self.state.images.items() if tag.startswith(f"{images.REPO}/os:")}
+        built = {a for a in self.state.images if a in records and amis.built_by_a_build(records[a])}
+        return (sources | built) & set(records)
+
+    def forget_ami(self, ami: str) -> list[str]:
+        """Remove what the sim holds as ``ami``'s content (its image tag, its snapshot volume); what was removed."""
+        from docker.errors import NotFound
+
+        removed = []
+        tag, disk = self.state.images.pop(ami, None), self.state.disks.pop(ami, None)
+        if tag and not tag.startswith(f"{images.REPO}/os:"):
+            try:
+                self.docker.images.remove(tag, force=True)
+                removed.append(f"image {tag}")
+            except NotFound:
+                pass
+        if disk:
+            try:
+                self.docker.volumes.get(disk).remove(force=True)
+                removed.append(f"volume {disk}")
+            except NotFound:
+                pass
+        self.state.save()
+        return removed
+
     # --- down ---------------------------------------------------------------------------
-    def down(self, all_images: bool = False) -> list[str]:
-        """Stop the daemon; remove the sim's volumes, networks, images and state files (after its containers)."""
+    def down(self, all_images: bool = False, keep_amis: bool = True) -> list[str]:
+        """Stop the daemon; remove the sim's volumes, networks, images and state files (after its containers).
+
+        Built AMIs stay, as on EC2 (their content, snapshot volume and registration), unless
+        ``all_images`` or not ``keep_amis``; the cached base and OS images stay unless ``all_images``.
+        """
         removed = self.stop_daemon()
+        keep = self.kept_amis() if keep_amis and not all_images else set()
+        keep_volumes = {self.state.disks[a] for a in keep if a in self.state.disks}
         for v in self.docker.volumes.list(filters={"label": LABEL}):
+            if v.name in keep_volumes:
+                continue
             v.remove(force=True)
             removed.append(f"volume {v.name}")
         for n in self.docker.networks.list(filters={"label": LABEL}):
             n.remove()
             removed.append(f"network {n.name}")
-        removed += images.remove_images(self.docker, all_images, self.log)
+        keep_tags = {self.state.images[a] for a in keep}
+        removed += images.remove_images(self.docker, all_images, self.log, keep=keep_tags)
+        amis.keep_only(amis.registry_path(), keep)
+        if clouds.set_hosts_block(None, []):
+            removed.append(f"the sim's block in {clouds.HOSTS_FILE}")
         d = state_dir()
-        for f in ("state.json", f"{self.state.key_name or 'coa-sim'}.pem"):
+        for f in ("state.json", f"{self.state.key_name or 'coa-sim'}.pem", "moto-amis.load.json"):
             if (d / f).exists():
                 (d / f).unlink()
-        self.state = SimState()
+        self.state = SimState(images={a: self.state.images[a] for a in keep}, disks={a: self.state.disks[a] for a in keep if a in self.state.disks})
+        if keep:
+            self.state.save()
         return removed

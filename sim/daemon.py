@@ -1,7 +1,8 @@
 """The sim's long-lived host process: moto as the EC2 API, and the instance metadata service.
 
 Started detached by ``sim.up`` and stopped by ``sim.down``; moto's state lives as long
-as this process. The metadata service listens on 169.254.169.254:80 (an address the sim
+as this process, except the AMI registrations, which it keeps in a file and starts with
+(:mod:`sim.amis`). The metadata service listens on 169.254.169.254:80 (an address the sim
 puts on its Docker bridge) and answers each container with the data moto holds for the
 instance whose private IP is the request's source address.
 """
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
-from . import console
+from . import amis, console
 from .aws import FAKE_CREDENTIALS, ec2_client
 from .imds import IMDSServer
 from .imds_tree import InstanceView, instance_view
@@ -57,17 +60,30 @@ class MotoResolver:
         return instance_view(inst, key, self.region, user_data=user_data)
 
 
+def restore_amis(registry: Path) -> int:
+    """Have moto start with the registrations kept in ``registry`` (before moto is imported); how many."""
+    records = amis.read(registry)
+    if records:
+        spec = importlib.util.find_spec("moto")
+        moto_dir = Path(list(spec.submodule_search_locations or [])[0]) if spec else Path()
+        load = amis.moto_load_file(records, moto_dir / "ec2/resources/amis.json", registry.with_suffix(".load.json"))
+        os.environ["MOTO_AMIS_PATH"] = str(load)
+    return len(records)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run moto and the metadata service until SIGTERM."""
-    from moto.server import ThreadedMotoServer
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, required=True, help="moto's port on 127.0.0.1")
     p.add_argument("--region", default="us-east-1")
     p.add_argument("--imds-host", default="169.254.169.254")
     p.add_argument("--imds-port", type=int, default=80)
+    p.add_argument("--amis", type=Path, default=None, help="keep this account's AMI registrations in this file (and start with those in it)")
     args = p.parse_args(argv)
     os.environ.update(FAKE_CREDENTIALS)
+    restored = restore_amis(args.amis) if args.amis else 0
+
+    from moto.server import ThreadedMotoServer
 
     console.install(console.docker_console(container_name))
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
@@ -75,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = f"http://127.0.0.1:{args.port}"
     imds = IMDSServer(args.imds_host, args.imds_port, MotoResolver(endpoint, args.region))
     imds.start()
+    keeper = None
+    if args.amis:
+        ec2 = ec2_client(endpoint, args.region)
+        keeper = amis.RegistryKeeper(lambda: amis.own_records(ec2), args.amis)
+        keeper.start()
+        print(f"AMI registrations kept in {args.amis} ({restored} restored)", flush=True)
     print(f"sim daemon ready: moto {endpoint}, metadata http://{args.imds_host}:{args.imds_port}", flush=True)
 
     stop = threading.Event()
@@ -83,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.is_set():
         time.sleep(0.5)
     imds.stop()
+    if keeper:
+        keeper.stop()
     moto.stop()
     return 0
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,11 +192,11 @@ def default_profile(client: Any, log: Log) -> str:
     return "debian-12"
 
 
-def remove_images(client: Any, all_images: bool, log: Log) -> list[str]:
-    """Remove the sim's image tags (AMIs first); the cached base and OS images only with ``all_images``."""
+def remove_images(client: Any, all_images: bool, log: Log, keep: Collection[str] = ()) -> list[str]:
+    """Remove the sim's image tags (AMIs first) but those in ``keep``; the cached base and OS images only with ``all_images``."""
     removed: list[str] = []
     ours = [(t, t.split("/", 1)[1].split(":", 1)[0]) for img in client.images.list() for t in img.tags
-            if t.startswith(f"{REPO}/")]
+            if t.startswith(f"{REPO}/") and t not in keep]
     # AMIs (children) before the cached base and OS images they are built on.
     for tag, kind in sorted(ours, key=lambda tk: tk[1] in CACHED_KINDS):
         if kind in CACHED_KINDS and not all_images:

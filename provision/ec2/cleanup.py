@@ -141,6 +141,24 @@ def delete_image(client: Any, ami_id: str, region: str, snapshot_ids: Collection
     return removed
 
 
+def deregister(client: Any, ami_id: str, region: str) -> list[str]:
+    """``ami.deregister``: deregister one image of this account and delete its snapshots; what was removed.
+
+    Raises:
+        AwsError: the image is not registered in ``region`` (or EC2 refused).
+    """
+    images = call(client, f"describe image {ami_id} in {region}", "describe_images", ImageIds=[ami_id]).get("Images", [])
+    if not images or images[0].get("State") == "deregistered":
+        raise AwsError(f"Image {ami_id} is not registered in {region}", hint="check the id and --region")
+    snaps = image_snapshots(client, ami_id, region)
+    call(client, f"deregister image {ami_id} in {region}", "deregister_image", ImageId=ami_id)
+    removed = [f"image {ami_id} ({images[0].get('Name', '')})"]
+    for snap in snaps:
+        if try_call(client, f"delete snapshot {snap} in {region}", "delete_snapshot", ignore=GONE_CODES, SnapshotId=snap) is not None:
+            removed.append(f"snapshot {snap}")
+    return removed
+
+
 def delete_snapshots_once_deregistered(client: Any, ami_id: str, snapshot_ids: Collection[str], region: str) -> None:
     """Finish an image's removal that was cut short: delete its snapshots if the image is no longer registered.
 

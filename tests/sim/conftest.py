@@ -151,9 +151,9 @@ def sim(docker_client: Any) -> Iterator[SimHandle]:
         # For working on one test: use the running sim as it is, and leave it running.
         yield SimHandle(s, last_build())
         return
-    s.down()
+    s.down(keep_amis=False)  # the session's AMIs are its own: none from before
     built = build_ami()
     s = Sim(Settings(), log=print)  # the state the build left (network, daemon, its AMI)
     s.up(ami=built["ami"], user_data=USER_DATA)
     yield SimHandle(s, built)
-    Sim(Settings(), log=print).down()
+    Sim(Settings(), log=print).down(keep_amis=False)
