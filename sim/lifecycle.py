@@ -13,20 +13,28 @@ network, VPC, key pair and the AMIs this sim holds) and :class:`sim.instance.Ins
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from provision import host as provision_host
+from provision.ec2.cleanup import deregister as deregister_image
 from provision.ec2.plan import validate_ami_id
 from provision.exceptions import SimError
+from provision.openstack.dashboard import admin_password_on
 from provision.profiles import get_profile, record_proven
 from provision.ready import Check, check_all, wait_ready
 from provision.settings import Settings
 from provision.steps import Log
 from provision.target.docker import DockerTarget
+from provision.tls import cert_files
 
+from . import amis, clouds
 from .cloud import Cloud
 from .instance import Instances, instance_memory_mib
 from .state import SimState
+
+#: What to run when the sim daemon died under an instance (moto cannot be given its instance back).
+RECOVER_HINT = "run `invoke sim.down` then `invoke sim.up` (or `invoke sim.up --ami ID` with an AMI built here)"
 
 
 @dataclass
@@ -76,7 +84,14 @@ class Sim:
         if not self.state.container or not self.instances.running():
             raise SimError("No simulated instance is running", hint="start one with `invoke sim.up`")
         if not self.cloud.daemon_alive():
-            raise SimError("The sim daemon (moto) is not running: its EC2 state is lost", hint="run `invoke sim.down` then `invoke sim.up`")
+            raise SimError(self.orphaned() or "The sim daemon (moto) is not running", hint=RECOVER_HINT)
+
+    def orphaned(self) -> str | None:
+        """One line when the sim daemon died under the current instance (moto forgot it), else None."""
+        if self.state.instance_id and not self.cloud.daemon_alive():
+            return (f"The sim daemon (moto) has died under instance {self.state.instance_id}: EC2 has forgotten it "
+                    "(its AMIs are kept)")
+        return None
 
     # --- what build.ami --sim needs: EC2 calls from elsewhere become containers ------
     def ensure_infra(self, profile: str | None = None) -> str:
@@ -110,6 +125,9 @@ class Sim:
         self.cloud.reload()
         self._check_instance_type()
         _ = self.docker  # fail early without an engine
+        if (gone := self.orphaned()) and self.state.container and self.instances.running():
+            # Replacing it silently would throw away the running instance's disk: the user decides.
+            raise SimError(gone, hint=RECOVER_HINT)
         if not ami and user_data is None and self.state.container and self.instances.running() and self.cloud.daemon_alive():
             self.log(f"instance {self.state.instance_id} is already up ({self.state.container})")
         else:
@@ -130,7 +148,7 @@ class Sim:
         self.instances.remove_all()
         self.cloud.ensure()
         if ami:
-            self.cloud.require_ami(ami)  # again: a restarted daemon forgets every AMI
+            self.cloud.require_ami(ami)  # again: only what this sim holds is launched
             source = ami
         else:
             profile = self.cloud.choose_profile(profile)
@@ -181,7 +199,7 @@ class Sim:
         if not self.state.container or not self.instances.stopped():
             raise SimError("No stopped simulated instance to start", hint="stop one with `invoke sim.stop` (or start one with `invoke sim.up`)")
         if not self.cloud.daemon_alive():
-            raise SimError("The sim daemon (moto) is not running: its EC2 state is lost", hint="run `invoke sim.down` then `invoke sim.up`")
+            raise SimError(self.orphaned() or "The sim daemon (moto) is not running", hint=RECOVER_HINT)
         self.instances.start()
         return self._booted(wait)
 
@@ -191,6 +209,27 @@ class Sim:
         if not self.state.instance_id or not self.cloud.daemon_alive():
             raise SimError("No simulated instance to read the console of", hint="start one with `invoke sim.up`")
         return str(self.ec2().get_console_output(InstanceId=self.state.instance_id).get("Output", ""))
+
+    def write_clouds(self, path: Path) -> dict[str, str]:
+        """``sim.clouds``: a ``clouds.yaml`` entry for this instance in ``path`` and its public name in /etc/hosts.
+
+        What was written: ``clouds_yaml``, ``cacert``, ``cloud``, ``public_hostname``.
+        """
+        self.require_running()
+        st = self.status(checks=False)
+        public, private = st.get("public_hostname") or st["private_ip"], st["private_ip"]
+        password = admin_password_on(self.console())
+        if not password:
+            raise SimError("No admin password on the instance's console yet", hint="wait until `invoke sim.status` says ready, then run it again")
+        cacert = path.with_name(f"{clouds.CLOUD_NAME}-ca.pem")
+        cacert.parent.mkdir(parents=True, exist_ok=True)
+        cacert.write_bytes(self.target().read(cert_files(self.settings).cert))
+        existing = path.read_text() if path.exists() else ""
+        entry = clouds.render_entry(self.settings, public, password, str(cacert.resolve()))
+        clouds.write_private(path, clouds.merge_clouds_yaml(existing, clouds.CLOUD_NAME, entry))
+        if public != private:
+            clouds.set_hosts_block(private, [public])
+        return {"clouds_yaml": str(path), "cacert": str(cacert), "cloud": clouds.CLOUD_NAME, "public_hostname": public}
 
     def relaunch(self, wait: bool = True) -> dict[str, Any]:
         """Launch a new instance from this instance's disk: new instance-id, new IP; wait until ready (unless ``wait`` is False)."""
@@ -211,6 +250,7 @@ class Sim:
             "instance_type": None, "profile": self.state.profile or None,
             "ec2_endpoint": self.state.endpoint or None, "daemon_running": self.cloud.daemon_alive(),
             "ready": False if checks else None, "checks": {}, "amis": sorted(self.state.images),
+            "problem": (gone + "; " + RECOVER_HINT) if (gone := self.orphaned()) else None,
         }
         if s["daemon_running"] and self.state.instance_id:
             res = self.ec2().describe_instances(InstanceIds=[self.state.instance_id])
@@ -224,8 +264,23 @@ class Sim:
             s["ready"] = all(c.ok for c in results)
         return s
 
-    def down(self, all_images: bool = False) -> list[str]:
-        """Remove everything the sim made; cached base/OS images stay unless ``all_images``."""
+    def down(self, all_images: bool = False, keep_amis: bool = True) -> list[str]:
+        """Remove everything the sim made but its built AMIs (unless not ``keep_amis``) and the cached base/OS images (unless ``all_images``)."""
         self.cloud.reload()
         removed = self.instances.remove_containers()
-        return removed + self.cloud.down(all_images)
+        return removed + self.cloud.down(all_images, keep_amis=keep_amis)
+
+    def deregister(self, ami: str) -> list[str]:
+        """Deregister ``ami`` (EC2 DeregisterImage, its snapshots deleted) and remove its content; what was removed."""
+        validate_ami_id(ami)
+        self.cloud.reload()
+        if ami not in self.state.images:
+            raise SimError(f"AMI {ami} is not in this sim", hint="`invoke sim.status` lists the sim's AMIs")
+        # As on EC2, instances launched from it keep running: they have disks of their own.
+        if self.cloud.daemon_alive():
+            removed = deregister_image(self.ec2(), ami, self.settings.region)
+        else:  # the cloud is down: its registration is only the kept record, which goes
+            amis.keep_only(amis.registry_path(), set(self.state.images) - {ami})
+            removed = [f"image {ami} (kept registration)"]
+        return removed + self.cloud.forget_ami(ami)
+

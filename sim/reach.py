@@ -33,4 +33,5 @@ def reach_lines(status: Mapping[str, Any], settings: Settings, key_path: str, lo
         f"  noVNC      {https_url(ip, t.novnc_port, '/vnc_auto.html')}",
         f"  ssh        ssh -i {key_path} {login_user}@{ip}",
         "  shell      invoke sim.shell",
+        "  openstack  invoke sim.clouds   (then: OS_CLIENT_CONFIG_FILE=build/clouds.yaml openstack --os-cloud cephdemo-sim server list)",
     ]
