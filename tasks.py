@@ -52,6 +52,8 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(status, indent=2, sort_keys=True))
         return
+    if status.get("problem"):
+        print(f"problem: {status['problem']}")
     for key in ("instance_id", "container", "private_ip", "public_ip", "public_hostname", "ami_id", "instance_type", "profile", "ec2_endpoint", "ready"):
         print(f"{key:16} {status.get(key)}")
     for name, check in status.get("checks", {}).items():
@@ -91,10 +93,14 @@ def _read_user_data(path: str | None) -> str | None:
         raise Exit(f"error: cannot read the user data file {path!r}: {e.strerror}", code=1) from None
 
 
-@task(help={"all": "also remove the cached base and OS images"})
+@task(help={"all": "also remove the AMIs built in the sim and the cached base and OS images"})
 @friendly
 def down(c, all=False):
-    """Remove every container, network, image tag and process the sim made (safe to run twice)."""
+    """Remove every container, network and process the sim made (safe to run twice).
+
+    AMIs built in the sim stay, as on EC2 (`invoke sim.up --ami ID` launches one later; `invoke
+    ami.deregister ID --sim` removes one); --all removes them and the cached images too.
+    """
     removed = _sim(c).down(all_images=all)
     print("\n".join(f"removed {r}" for r in removed) or "nothing to remove")
 
@@ -138,6 +144,27 @@ def console(c, lines=0):
     """Print the instance's console output through the EC2 API (GetConsoleOutput), as its owner reads it."""
     text = _sim(c).console()
     print("\n".join(text.splitlines()[-int(lines):]) if int(lines) else text, end="" if text.endswith("\n") else "\n")
+
+
+@task(help={"path": "where to write clouds.yaml (default build/clouds.yaml)",
+            "user": "write the user's ~/.config/openstack/clouds.yaml instead (other clouds in it are kept)"})
+@friendly
+def clouds(c, path=None, user=False):
+    """Write a clouds.yaml entry `cephdemo-sim` for the sim's cloud, and its public name in /etc/hosts.
+
+    Then from this host: `OS_CLIENT_CONFIG_FILE=build/clouds.yaml openstack --os-cloud cephdemo-sim server list`
+    (no variable needed with --user). Run it again after sim.start or sim.relaunch: the public name changes.
+    """
+    from pathlib import Path
+
+    from sim.clouds import DEFAULT_PATH, USER_PATH
+
+    target = USER_PATH.expanduser() if user else Path(path) if path else DEFAULT_PATH
+    done = _sim(c).write_clouds(target)
+    print(f"wrote {done['clouds_yaml']} (cloud {done['cloud']}, 0600) and {done['cacert']}; "
+          f"{done['public_hostname']} resolves here through /etc/hosts")
+    env = "" if user else f"OS_CLIENT_CONFIG_FILE={done['clouds_yaml']} "
+    print(f"try: {env}openstack --os-cloud {done['cloud']} server list")
 
 
 @task
@@ -216,13 +243,21 @@ def host(c, host=None, user=None, key=None, port=22, profile="debian-12", target
     "key": "use this private key instead of a temporary key pair",
     "wait-delay": "seconds between state checks",
     "wait-attempts": "state checks before a wait gives up",
+    "skip-verify": "do not run the test stage (an instance of the image booted, rebooted and read) before publishing",
     "dry-run": "check everything without making anything: credentials, region, instance type, source image, name, publishability, and EC2's DryRun of launching the builder, its security group and key pair (permissions: aws/build-ami-policy.json)",
 })
 @friendly
 def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_error="cleanup", profile=None,
         source_ami=None, region=None, instance_type=None, caller_ip=None, allow_cidr=None, allow_unproven=False,
-        key=None, wait_delay=None, wait_attempts=None, trust_source_owner=False, allow_world=False, dry_run=False):
-    """Build the AMI: launch a builder, update, provision, scrub, audit, image, publish, copy, clean up.
+        key=None, wait_delay=None, wait_attempts=None, trust_source_owner=False, allow_world=False, dry_run=False,
+        skip_verify=False):
+    """Build the AMI: launch a builder, update, provision, scrub, audit, image, test, publish, copy, clean up.
+
+    The test stage launches an instance of the new image, waits until it is ready, reboots it,
+    waits again and reads its console (the admin-password line must be there, its SSH host key
+    must not be the builder's); only then is the image made public, copied and marked
+    verified in the manifest. A failed test leaves the image private (removed with the
+    default --on-error=cleanup).
 
     Ctrl-C, SIGTERM and SIGHUP all end the build the same way: everything it made is removed
     (builder, key pair, security group, images and their snapshots) and it exits non-zero.
@@ -233,14 +268,14 @@ def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_err
         from sim.build import build_ami_sim
 
         result = build_ami_sim(settings, public=public, regions=region_list, ami_name=name, force=force,
-                               on_error=on_error, profile=profile, log=_log, dry_run=dry_run)
+                               on_error=on_error, profile=profile, log=_log, dry_run=dry_run, verify=not skip_verify)
     else:
         from provision.ec2.builder import build_ami
 
         result = build_ami(settings, profile=profile, source_ami=source_ami, public=public, regions=region_list, ami_name=name,
                            force=force, on_error=on_error, caller_ip=caller_ip, allow_cidr=allow_cidr,
                            allow_world=allow_world, trust_source_owner=trust_source_owner,
-                           allow_unproven=allow_unproven, key_file=key, log=_log, dry_run=dry_run)
+                           allow_unproven=allow_unproven, key_file=key, log=_log, dry_run=dry_run, verify=not skip_verify)
     if isinstance(result, list):
         print("dry run: the build would pass every check; nothing was made")
         return
@@ -276,6 +311,21 @@ def audit(c, target=None, key=None, allow=None, cluster_keyrings=False, image=Fa
         report = run_audit(t, settings, allow=allowed)
     print("\n".join(report.lines()))
     require_clean(report)
+
+
+@task(help={"ami-id": "the AMI to deregister (ami-...)", "sim": "the simulation's AMI (its content goes too)",
+            "region": "the AWS region it is registered in (default: the settings' region)"})
+@friendly
+def deregister(c, ami_id, sim=False, region=None):
+    """Deregister an AMI and delete its snapshots: on AWS, or in the simulation with --sim (where AMIs outlive sim.down)."""
+    settings = _settings(c, region=region)
+    if sim:
+        removed = _sim(c, region=region).deregister(ami_id)
+    else:
+        from provision.ec2.deregister import deregister_ami
+
+        removed = deregister_ami(settings, ami_id)
+    print("\n".join(f"removed {r}" for r in removed))
 
 
 @task(help={"runs": "runs per scenario (default 3)"})
@@ -324,14 +374,14 @@ def test(c, offline=False, full=False, reliability=False, k=None):
     c.run(" ".join(__import__("shlex").quote(a) for a in args), env=env, pty=False)
 
 
-sim_ns = Collection("sim", up, down, status, reboot, stop, start, relaunch, console, shell, logs)
+sim_ns = Collection("sim", up, down, status, reboot, stop, start, relaunch, console, clouds, shell, logs)
 sim_ns.__doc__ = "The simulation: a Docker container plays an EC2 instance, moto plays EC2."
 provision_ns = Collection("provision", host)
 provision_ns.__doc__ = "Provision a host into the AMI's content."
 build_ns = Collection("build", ami)
 build_ns.__doc__ = "Build the AMI (on AWS, or against the simulation with --sim)."
-ami_ns = Collection("ami", audit)
-ami_ns.__doc__ = "Inspect images and hosts."
+ami_ns = Collection("ami", audit, deregister)
+ami_ns.__doc__ = "Inspect images and hosts; deregister an AMI."
 bench_ns = Collection("bench", boot, bench_provision)
 bench_ns.__doc__ = "Benchmarks that print JSON figures."
 

@@ -55,6 +55,10 @@ class AuditFailed(ProvisionError):
     """The secrets audit found something that must not be in a public image."""
 
 
+class ImageTestFailed(ProvisionError):
+    """The build's test stage found that an instance of the new image does not boot, reboot or report as it must."""
+
+
 class TlsError(ProvisionError):
     """The instance's TLS certificate cannot be made or used (openssl missing, the owner's files wrong)."""
 

@@ -20,7 +20,7 @@ import boto3
 
 from provision.ec2.build import build
 from provision.ec2.build import dry_run as check_build
-from provision.ec2.builder import provision_builder
+from provision.ec2.builder import provision_builder, test_stage
 from provision.ec2.plan import BuilderHost, BuildOptions, BuildResult
 from provision.settings import Settings
 from provision.steps import Log
@@ -51,6 +51,7 @@ def build_ami_sim(
     profile: str | None = None,
     log: Log = print,
     dry_run: bool = False,
+    verify: bool = True,
 ) -> BuildResult | list[str]:
     """Run the whole AMI build against the simulation; return the build result (AMI ids, manifest).
 
@@ -74,6 +75,7 @@ def build_ami_sim(
         ami_name=ami_name,
         force=force,
         on_error=on_error,
+        verify=verify,
         caller_ip=GATEWAY,  # the host, as the instance sees it
         subnet_id=sim.state.subnet_id,
         ssh_private=True,
@@ -95,10 +97,12 @@ def build_ami_sim(
 
     if dry_run:
         return check_build(options, session=session, endpoint_url=sim.state.endpoint, log=log)
+    # EC2 reboots an instance on RebootInstances; in the sim, restarting its container does.
+    tests = test_stage(settings, log, reboot=lambda iid: sim.instances.reboot(iid))
     try:
         return build(
             options, lambda host: provision_builder(host, settings, profile, log=log), session=session, endpoint_url=sim.state.endpoint,
-            ssh_probe=probe, on_image_created=image_and_audit, log=log,
+            ssh_probe=probe, on_image_created=image_and_audit, test_stage=tests, log=log,
         )
     finally:
         if on_error != "abort":

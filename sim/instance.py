@@ -190,15 +190,17 @@ class Instances:
         except NotFound:
             inst = self.cloud.ec2().describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
             self.start_container(inst, instance_memory_mib(inst["InstanceType"]))
-        wait_for_systemd(DockerTarget(name, client=self.docker), 120, self.log)
+        # A new instance of a built AMI runs its first-boot jobs before systemd reports it booted.
+        wait_for_systemd(DockerTarget(name, client=self.docker), BOOT_TIMEOUT_S, self.log)
         return name
 
     # --- the ways an instance comes back --------------------------------------------------
-    def reboot(self) -> None:
-        """Reboot the current instance on moto and restart its container (same disk, same address)."""
-        self.log(f"rebooting {self.state.instance_id} ...")
-        self.cloud.ec2().reboot_instances(InstanceIds=[self.state.instance_id])
-        c = self.docker.containers.get(self.state.container)
+    def reboot(self, instance_id: str | None = None) -> None:
+        """Reboot an instance (the current one by default) on moto and restart its container (same disk, same address)."""
+        iid = instance_id or self.state.instance_id
+        self.log(f"rebooting {iid} ...")
+        self.cloud.ec2().reboot_instances(InstanceIds=[iid])
+        c = self.docker.containers.get(container_name(iid))
         c.stop(timeout=container.STOP_TIMEOUT_S)
         c.start()
 

@@ -15,13 +15,13 @@ import sys
 import time
 from typing import Any, Callable, Iterator, Sequence
 
-from ..exceptions import AwsError, ConfigError
+from ..exceptions import AwsError, ConfigError, ImageTestFailed, ProvisionError
 from ..image.updates import Package
 from ..profiles import is_proven
 from ..progress import heartbeat
 from ..steps import Log
-from .api import ClientFactory, call, check_credentials, default_client_factory, start_session
-from .cleanup import Cleanup
+from .api import ClientFactory, call, check_credentials, default_client_factory, describe_image, start_session
+from .cleanup import Cleanup, terminate_instances
 from .dryrun import ask, probes
 from .images import check_can_publish, check_instance_type, describe_source_image, find_source_image, images_named
 from .imaging import ImageRef, Imaging, image_request
@@ -41,6 +41,7 @@ from .plan import (
 )
 from .shapes import resource_tags
 from .signals import SignalGuard
+from .verify import TestStage, console_tail, findings, wait_rebooted
 from .waits import tcp_probe, wait_instance, wait_ssh
 
 #: Provisions the builder; returns its installed packages (None: not listed).
@@ -61,6 +62,7 @@ def build(
     endpoint_url: str | None = None,
     ssh_probe: Callable[[BuilderHost], bool] | None = None,
     on_image_created: Callable[[str, str], None] | None = None,
+    test_stage: TestStage | None = None,
     log: Log = print,
     warn: Log = warn_stderr,
     sleep: Callable[[float], None] = time.sleep,
@@ -87,6 +89,8 @@ def build(
         ssh_probe: returns True once the builder answers SSH; default: a TCP probe of port 22.
         on_image_created: called with ``(ami_id, instance_id)`` right after an image is
             requested from the builder (the simulation commits the builder container here).
+        test_stage: how the test stage reaches an instance of the new image
+            (:mod:`provision.ec2.verify`); None, or ``options.verify`` False, skips the stage.
         log: where progress lines go.
         warn: where a warning line goes (default: stderr).
         sleep: the sleep between checks (tests pass a no-op).
@@ -109,10 +113,13 @@ def build(
             host = run.launch()
             with run.stage("ssh_wait", f"Waiting for SSH on {host.address}"):
                 wait_ssh(host, ssh_probe or tcp_probe(), delay=plan.ssh_delay, attempts=plan.ssh_attempts, sleep=sleep)
+                if test_stage is not None and plan.verify:
+                    run.builder_key = test_stage.host_key(host)  # before the scrub removes it
             with run.stage("provision", f"Provisioning {host.instance_id}"):
                 run.packages = list(provision(host) or ())
             run.stop()
             run.create_image(on_image_created)
+            run.verify(test_stage if plan.verify else None, ssh_probe or tcp_probe())
             run.publish()
             run.copy()
             run.replace(on_image_created)
@@ -214,6 +221,10 @@ class _Build:
         self.key: Key | None = None
         self.host: BuilderHost | None = None
         self.packages: list[Package] = []
+        self.key_name = self.group_id = ""
+        self.builder_key: str | None = None
+        self.verified = False
+        self.test_host: BuilderHost | None = None
 
     @property
     def source_id(self) -> str:
@@ -270,8 +281,8 @@ class _Build:
         with self.stage("launch", f"Launching the builder ({plan.instance_type}, SSH from {plan.ssh_cidr} only)"):
             if self.key is None:
                 self.key = temporary_key(plan.build_id, cleanup)
-            key_name = import_key_pair(ec2, plan, self.key, cleanup)
-            group_id = create_security_group(ec2, plan, cleanup, sleep=self.sleep)
+            key_name = self.key_name = import_key_pair(ec2, plan, self.key, cleanup)
+            group_id = self.group_id = create_security_group(ec2, plan, cleanup, sleep=self.sleep)
             self.host = launch_builder(ec2, plan, self.source, self.key, key_name, group_id, cleanup, log=self.log, sleep=self.sleep)
         return self.host
 
@@ -303,6 +314,57 @@ class _Build:
             ref = images.start(plan.region, request, name, after)
             self.log(f"    image {ref.id} requested, its snapshots tagged; waiting for it to be available")
             images.finish(ref)
+
+    def verify(self, test: TestStage | None, probe: Callable[[BuilderHost], bool]) -> None:
+        """The test stage (:mod:`provision.ec2.verify`): boot, ready, reboot, ready, console; then the test instance goes.
+
+        Raises:
+            ImageTestFailed: a check failed (the message names it, with the console's last lines).
+        """
+        plan, ref = self.plan, self.images.current[self.plan.region]
+        if test is None:
+            self.log(f"==> No test stage for {ref.id} (skipped: --skip-verify)")
+            return
+        assert self.key is not None and ref.id is not None
+        with self.stage("verify", f"Testing {ref.id}: a new instance of it must be ready, reboot, be ready again, and print the password line"):
+            began = self.clock()
+            image = describe_image(self.ec2, ref.id, plan.region)
+            host = launch_builder(self.ec2, plan, image, self.key, self.key_name, self.group_id, self.cleanup, log=self.log, sleep=self.sleep, role="test")
+            self.test_host = host
+            read = test.console or self._console
+            try:
+                wait_ssh(host, probe, delay=plan.ssh_delay, attempts=plan.ssh_attempts, sleep=self.sleep)
+                first = test.ready(host)
+                self.log(f"    {host.instance_id} is ready; rebooting it")
+                if test.reboot is not None:
+                    test.reboot(host.instance_id)
+                else:
+                    call(self.ec2, f"reboot the test instance {host.instance_id}", "reboot_instances", InstanceIds=[host.instance_id])
+                second = wait_rebooted(test.ready, host, first, plan.ssh_attempts, self.sleep, plan.ssh_delay)
+            except ProvisionError as e:  # not ready, no SSH: the test failed, not the build's machinery
+                raise ImageTestFailed(f"The test instance {host.instance_id} of {ref.id} failed: {e.message}",
+                                      hint=self._console_hint(read, host.instance_id)) from e
+            self.log(f"    {host.instance_id} is ready again after its reboot; reading its console")
+            console = read(host.instance_id)
+            found = findings(self.builder_key, first, second, console)
+            if found:
+                raise ImageTestFailed(f"The test instance {host.instance_id} of {ref.id} failed: {'; '.join(found)}",
+                                      hint=self._console_hint(lambda _: console, host.instance_id))
+            terminate_instances(self.ec2, [host.instance_id], plan.region, delay=plan.wait_delay, attempts=plan.wait_attempts, sleep=self.sleep)
+            self.verified = True
+            self.log(f"    {ref.id} passed its test stage in {self.clock() - began:.0f}s; {host.instance_id} terminated")
+
+    def _console_hint(self, read: Callable[[str], str], instance_id: str) -> str:
+        """What a failed test stage tells: the image stays private, and the console's last lines (password redacted)."""
+        try:
+            tail = console_tail(read(instance_id))
+        except ProvisionError as e:
+            tail = f"(the console could not be read: {e.message})"
+        return f"the image was not published; the last lines of {instance_id}'s console:\n{tail}"
+
+    def _console(self, instance_id: str) -> str:
+        """An instance's console output (GetConsoleOutput; botocore decodes EC2's base64)."""
+        return str(call(self.ec2, f"read the console of {instance_id}", "get_console_output", InstanceId=instance_id).get("Output") or "")
 
     def publish(self) -> None:
         """Make the image public when asked (refused for encrypted snapshots)."""
@@ -354,7 +416,7 @@ class _Build:
         """Append this build to the manifest, with the builder's packages."""
         plan = self.plan
         with self.stage("manifest", f"Writing the manifest {plan.manifest_path}"):
-            entry = manifest_entry(plan, self.ami_ids, self.source_id, int(time.time()), self.packages)
+            entry = manifest_entry(plan, self.ami_ids, self.source_id, int(time.time()), self.packages, verified=self.verified)
             write_manifest(plan.manifest_path, entry, self.log)
 
     # --- endings -------------------------------------------------------------------------

@@ -12,12 +12,13 @@ proven profile chosen, and the caller's public address discovered for the builde
 from __future__ import annotations
 
 import urllib.request
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..exceptions import ConfigError
 from ..image.prepare import prepare_image
 from ..image.updates import UPDATES_STEP, Package, installed_packages
 from ..profiles import DEFAULT_PROVEN_PATH, load_proven
+from ..ready import wait_ready
 from ..settings import Settings
 from ..steps import Log, run_steps
 from ..target.ssh import SSHTarget
@@ -25,6 +26,7 @@ from .api import check_region
 from .build import build
 from .build import dry_run as check_build
 from .plan import BuilderHost, BuildOptions, BuildResult
+from .verify import Booted, TestStage
 
 #: Answers the caller's public address as AWS sees it.
 CHECKIP_URL = "https://checkip.amazonaws.com"
@@ -63,6 +65,39 @@ def provision_builder(host: BuilderHost, settings: Settings, profile: str, log: 
         packages = installed_packages(target)
     log(f"    {len(packages)} packages installed (recorded in the manifest)")
     return packages
+
+
+#: Changes at every boot: the kernel's boot id (a VM's reboot) and PID 1's start time (a container's).
+BOOT_MARKER = "cat /proc/sys/kernel/random/boot_id; cut -d' ' -f22 /proc/1/stat"
+
+
+def ready_over_ssh(host: BuilderHost, settings: Settings, log: Log = print) -> Booted:
+    """Wait (bounded: ``wait_ready``'s timeout) until ``host`` passes every readiness check; how it booted.
+
+    Raises:
+        ConnectError: SSH does not answer (while it reboots, say).
+        NotReady: a check still fails when the wait ends.
+    """
+    target = builder_target(host, settings, log)
+    with target:
+        wait_ready(target, settings, log=log)
+        return Booted(target.run(BOOT_MARKER).stdout.strip(), target.server_key())
+
+
+def host_key_over_ssh(host: BuilderHost, settings: Settings, log: Log = print) -> str:
+    """The SSH host key ``host`` answers with."""
+    target = builder_target(host, settings, log)
+    with target:
+        return target.server_key()
+
+
+def test_stage(settings: Settings, log: Log = print, reboot: Callable[[str], None] | None = None) -> TestStage:
+    """The build's test stage over SSH, with the settings' SSH bounds (``reboot``: see :class:`TestStage`)."""
+    return TestStage(
+        ready=lambda host: ready_over_ssh(host, settings, log),
+        host_key=lambda host: host_key_over_ssh(host, settings, log),
+        reboot=reboot,
+    )
 
 
 def choose_profile(profile: str | None, default: str, proven_path: str = DEFAULT_PROVEN_PATH) -> str:
@@ -107,6 +142,7 @@ def build_ami(
     trust_source_owner: bool = False,
     allow_unproven: bool = False,
     key_file: str | None = None,
+    verify: bool = True,
     log: Log = print,
     dry_run: bool = False,
 ) -> BuildResult | list[str]:
@@ -120,6 +156,7 @@ def build_ami(
             is warned about; the whole internet is refused unless ``allow_world``).
         trust_source_owner: accept a ``source_ami`` not published by the profile's publisher.
         key_file: a private key of the user's instead of a generated one.
+        verify: run the test stage before publishing (False: ``--skip-verify``).
         log: where progress lines go.
         dry_run: check everything that can be checked without making anything
             (:func:`~provision.ec2.build.dry_run`) and return the lines checked.
@@ -147,7 +184,8 @@ def build_ami(
         trust_source_owner=trust_source_owner,
         allow_unproven=allow_unproven,
         key_file=key_file,
+        verify=verify,
     )
     if dry_run:
         return check_build(options, log=log)
-    return build(options, lambda host: provision_builder(host, settings, name, log=log), log=log)
+    return build(options, lambda host: provision_builder(host, settings, name, log=log), test_stage=test_stage(settings, log), log=log)

@@ -48,8 +48,11 @@ def launch_builder(
     *,
     log: Log,
     sleep: Callable[[float], None],
+    role: str = "builder",
 ) -> BuilderHost:
     """Launch the builder (its removal registered first) and wait until it runs; return how to reach it.
+
+    ``role="test"``: the test stage's instance of the new image (``source``), made the same way.
 
     The removal terminates the builder by the id ``run_instances`` returned; only when that
     call was interrupted before it answered is the builder looked up by its build tag.
@@ -62,19 +65,19 @@ def launch_builder(
         terminate_instances(ec2, ids, plan.region, delay=plan.wait_delay, attempts=plan.wait_attempts, sleep=sleep)
 
     handle = cleanup.add(
-        f"builder of build {plan.build_id} in {plan.region}",
+        f"{role} of build {plan.build_id} in {plan.region}",
         remove_builder,
         f"aws ec2 describe-instances --region {plan.region} --filters Name=tag:{BUILD_ID_TAG},Values={plan.build_id}"
         "  # then terminate-instances for each one",
     )
-    resp = call(ec2, f"launch the builder in {plan.region}", "run_instances", **launch_request(plan, source, key_name, group_id))
+    resp = call(ec2, f"launch the {role} in {plan.region}", "run_instances", **launch_request(plan, source, key_name, group_id, role))
     iid = instance["id"] = str(resp["Instances"][0]["InstanceId"])
     cleanup.update(
         handle,
-        label=f"builder instance {iid} in {plan.region}",
+        label=f"{role} instance {iid} in {plan.region}",
         manual=f"aws ec2 terminate-instances --region {plan.region} --instance-ids {iid}",
     )
-    log(f"    builder {iid} launched; waiting for it to run")
+    log(f"    {role} {iid} launched; waiting for it to run")
     wait_instance(ec2, iid, "running", region=plan.region, delay=plan.wait_delay, attempts=plan.wait_attempts, sleep=sleep)
     desc = describe_instance(ec2, iid, plan.region)
     host = BuilderHost(
@@ -88,7 +91,7 @@ def launch_builder(
         pkey=key.pkey,
         private=plan.ssh_private,
     )
-    log(f"    builder {iid} is running at {host.address}")
+    log(f"    {role} {iid} is running at {host.address}")
     return host
 
 

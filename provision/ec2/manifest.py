@@ -16,13 +16,14 @@ from .plan import BUILDER_TYPE, BuildPlan, artifact_id
 
 
 def manifest_entry(
-    plan: BuildPlan, ami_ids: Mapping[str, str], source_ami: str, build_time: int, packages: Sequence[Package] = ()
+    plan: BuildPlan, ami_ids: Mapping[str, str], source_ami: str, build_time: int, packages: Sequence[Package] = (), verified: bool = False
 ) -> dict[str, Any]:
     """One ``builds[]`` entry in Packer's manifest shape, plus ``packages``: what the image has installed.
 
     ``packages`` lists the builder's packages after the updates and the provisioning (name,
     version, architecture; sorted), so a build can be compared with another or checked
-    against security advisories.
+    against security advisories. ``verified`` says the image passed the build's test stage
+    (``custom_data.verified``: ``true``/``false``).
     """
     custom = {
         "ami_name": plan.ami_name,
@@ -33,6 +34,7 @@ def manifest_entry(
         "regions": ",".join(plan.regions),
         "public": "true" if plan.public else "false",
         "build_id": plan.build_id,
+        "verified": "true" if verified else "false",
     }
     custom.update({k: str(v) for k, v in plan.custom_data.items()})
     return {

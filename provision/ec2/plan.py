@@ -37,7 +37,7 @@ DEFAULT_ROOT_VOLUME_GIB = 30
 ON_ERROR_CHOICES = ("cleanup", "abort")
 #: The stages of a build, in order (each timed in :attr:`BuildResult.timings`). ``replace`` is
 #: where ``force`` removes an earlier image of the same name, after the new one is available.
-STAGES = ("launch", "ssh_wait", "provision", "stop", "create_image", "publish", "copy", "replace", "manifest", "cleanup")
+STAGES = ("launch", "ssh_wait", "provision", "stop", "create_image", "verify", "publish", "copy", "replace", "manifest", "cleanup")
 
 AMI_ID_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")
 # AWS: 3-128 characters; letters, digits, ( ) [ ] space . / - ' @ _
@@ -108,6 +108,8 @@ class BuildOptions:
         force: replace an existing image of the same name, once the new one is available
             (see :mod:`provision.ec2.imaging` for the order).
         on_error: ``cleanup`` (default) removes everything on failure; ``abort`` keeps it for debugging.
+        verify: run the test stage (:mod:`provision.ec2.verify`) before publishing; ``False`` is
+            ``--skip-verify``, for people who know why.
         wait_delay: seconds between state checks.
         wait_attempts: state checks before a wait gives up.
         ssh_delay: seconds between SSH probes.
@@ -138,6 +140,7 @@ class BuildOptions:
     regions: Sequence[str] = ()
     force: bool = False
     on_error: str = "cleanup"
+    verify: bool = True
     wait_delay: float = _DEFAULTS.wait_delay_s
     wait_attempts: int = _DEFAULTS.wait_attempts
     ssh_delay: float = _DEFAULTS.ssh_retry_delay_s
@@ -202,6 +205,7 @@ class BuildPlan:
     custom_data: Mapping[str, str]
     ssh_private: bool = False
     trust_source_owner: bool = False
+    verify: bool = True
 
     @property
     def temp_name(self) -> str:
@@ -411,4 +415,5 @@ def make_plan(
         custom_data=dict(options.custom_data),
         ssh_private=options.ssh_private,
         trust_source_owner=options.trust_source_owner,
+        verify=options.verify,
     )

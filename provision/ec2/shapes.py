@@ -89,9 +89,9 @@ def root_block_device(image: Mapping[str, Any], size_gib: int) -> list[dict[str,
     ]
 
 
-def launch_request(plan: BuildPlan, source_image: Mapping[str, Any], key_name: str, security_group_id: str) -> dict[str, Any]:
-    """The ``run_instances`` arguments for the builder (IMDSv2 required, tagged, one instance)."""
-    tags = resource_tags(plan, "builder", f"{plan.ami_name}-builder")
+def launch_request(plan: BuildPlan, source_image: Mapping[str, Any], key_name: str, security_group_id: str, role: str = "builder") -> dict[str, Any]:
+    """The ``run_instances`` arguments for the builder, or the test stage's instance (``role="test"``): IMDSv2 required, tagged, one instance."""
+    tags = resource_tags(plan, role, f"{plan.ami_name}-{role}")
     request: dict[str, Any] = {
         "ImageId": source_image["ImageId"],
         "InstanceType": plan.instance_type,
@@ -103,7 +103,7 @@ def launch_request(plan: BuildPlan, source_image: Mapping[str, Any], key_name: s
         "BlockDeviceMappings": root_block_device(source_image, plan.root_volume_gib),
         "TagSpecifications": tag_specifications(["instance", "volume"], tags),
         # Idempotent: a retried request (botocore retries throttled calls) cannot launch a second builder.
-        "ClientToken": plan.build_id,
+        "ClientToken": plan.build_id if role == "builder" else f"{plan.build_id}-{role}",
     }
     if plan.subnet_id:
         request["SubnetId"] = plan.subnet_id

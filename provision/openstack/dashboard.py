@@ -8,6 +8,7 @@ owner where to log in, with the password and the certificate's fingerprint.
 from __future__ import annotations
 
 import posixpath
+import re
 
 from .. import tls
 from ..exceptions import ProvisionError
@@ -136,6 +137,16 @@ def console_line(settings: Settings, addrs: Addresses, admin_password: str, fing
     it before typing the password there.
     """
     return f"ceph-openstack-ami: admin password for {dashboard_url(settings, addrs)} ({tls.fingerprint_label(fingerprint)}): {admin_password}"
+
+
+#: A line of :func:`console_line`; what follows its last ``: `` is the password.
+CONSOLE_PASSWORD_LINE = re.compile(r"ceph-openstack-ami: admin password for \S+ \(.*\): (\S+)\s*$", re.M)
+
+
+def admin_password_on(console: str) -> str | None:
+    """The admin password on a console (the last line of :func:`console_line`: the latest boot is last), or None."""
+    found = CONSOLE_PASSWORD_LINE.findall(console)
+    return str(found[-1]) if found else None
 
 
 #: Apache sites of the packages that the dashboard site replaces (the default page, TLS with a

@@ -132,6 +132,11 @@ class SSHTarget(Target):
             hint="check the address, that port 22 is open to you, and the key (--key)",
         ) from last
 
+    def server_key(self) -> str:
+        """The host key the server answered with, as ``TYPE BASE64`` (connecting first when needed)."""
+        key = self.connect().get_transport().get_remote_server_key()
+        return f"{key.get_name()} {key.get_base64()}"
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()

@@ -70,6 +70,23 @@ def test_builder_and_its_temporaries_are_gone(sim: Any, built: dict[str, Any], d
     assert "audit of" in built["stdout"] and ": clean" in built["stdout"]
 
 
+def test_the_image_passed_its_test_stage_before_it_was_published(sim: Any, built: dict[str, Any], docker_client: Any) -> None:
+    """The build booted an instance of the image, found it ready, rebooted it, found it ready again and
+    read its console (the password line), then terminated it, and only then made the image public."""
+    out = built["stdout"]
+    assert "==> Testing " + built["ami"] in out
+    assert out.index("passed its test stage") < out.index(f"{built['ami']} is public in us-east-1")
+    assert "is ready again after its reboot" in out
+    manifest = json.loads(MANIFEST.read_text())
+    assert manifest["builds"][-1]["custom_data"]["verified"] == "true"
+    tests = [
+        i for r in sim.ec2().describe_instances(Filters=[{"Name": "tag:ceph-openstack-ami:role", "Values": ["test"]}])["Reservations"]
+        for i in r["Instances"]
+    ]
+    assert [i["ImageId"] for i in tests] == [built["ami"]] and tests[0]["State"]["Name"] == "terminated"
+    assert not docker_client.containers.list(all=True, filters={"name": f"coa-sim-{tests[0]['InstanceId']}"})
+
+
 def test_instances_from_the_ami_are_ready_with_their_own_secrets(sim: Any, built: dict[str, Any], docker_client: Any) -> None:
     image = docker_client.images.get(f"ceph-openstack-ami/ami:{built['ami']}")
 

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from provision.ec2.build import build
 from provision.ec2.plan import BUILD_ID_TAG, BuilderHost, BuildOptions, BuildPlan, BuildResult, make_plan
 from provision.ec2.shapes import image_snapshot_ids
+from provision.ec2.verify import Booted, TestStage
 from provision.profiles import DEBIAN_12
 
 REGION = "us-east-1"
@@ -141,8 +142,26 @@ def options(tmp_path: Path, **overrides: Any) -> BuildOptions:
     return BuildOptions(**base)
 
 
+#: What the test instance's console shows after its first boot (the line the instance prints).
+TEST_CONSOLE = "[  OK  ] Reached target multi-user.target\nceph-openstack-ami: admin password for https://ec2-x/ (certificate SHA-256 ab:cd): Pa55word\n"
+
+
+def passing_test_stage(boots: dict[str, int] | None = None) -> TestStage:
+    """A test stage whose instances are ready at once, boot anew at each look after a reboot, have
+    their own host key and print the password line: the build's orchestration of the stage is
+    what is tested (the SSH side runs against the simulation, tests/sim)."""
+    count = boots if boots is not None else {}
+
+    def ready(host: BuilderHost) -> Booted:
+        count[host.instance_id] = count.get(host.instance_id, 0) + 1
+        return Booted(f"{host.instance_id} boot {count[host.instance_id]}", f"ssh-ed25519 key-of-{host.instance_id}")
+
+    return TestStage(ready=ready, host_key=lambda host: f"ssh-ed25519 key-of-{host.instance_id}", console=lambda iid: TEST_CONSOLE)
+
+
 def run_build(opts: BuildOptions, provision: Callable[[BuilderHost], Any] | None = None, **kwargs: Any) -> BuildResult:
     kwargs.setdefault("session", TEST["session"])
+    kwargs.setdefault("test_stage", passing_test_stage())
     kwargs.setdefault("ssh_probe", lambda host: True)
     kwargs.setdefault("log", lambda line: None)
     kwargs.setdefault("sleep", lambda s: None)

@@ -151,8 +151,8 @@ def fake_build(aws_credentials: None, monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.chdir(tmp_path)  # no proven record: the settings' profile
     seen: dict[str, Any] = {"provisioned": []}
 
-    def build(options: BuildOptions, provision: Any, *, log: Any) -> str:
-        seen["options"] = options
+    def build(options: BuildOptions, provision: Any, *, test_stage: Any, log: Any) -> str:
+        seen["options"], seen["test_stage"] = options, test_stage
         provision(HOST)
         return "result"
 

@@ -16,7 +16,7 @@ from .helpers import (
 def test_manifest_has_packers_shape_and_appends(tmp_path: Path) -> None:
     plan = plan_for(tmp_path, regions=["eu-west-1"], public=True, custom_data={"git_sha": "abc123"})
     packages = [Package("ceph-mon", "16.2.15+ds-0+deb12u1", "amd64"), Package("tzdata", "2024a-0+deb12u1", "all")]
-    entry = manifest_entry(plan, {"us-east-1": "ami-11111111", "eu-west-1": "ami-22222222"}, "ami-00000000", 1_700_000_000, packages)
+    entry = manifest_entry(plan, {"us-east-1": "ami-11111111", "eu-west-1": "ami-22222222"}, "ami-00000000", 1_700_000_000, packages, verified=True)
     assert entry == {
         "name": "ceph-openstack-ami.debian-12",
         "builder_type": "ceph-openstack-ami",
@@ -33,6 +33,7 @@ def test_manifest_has_packers_shape_and_appends(tmp_path: Path) -> None:
             "regions": "us-east-1,eu-west-1",
             "public": "true",
             "build_id": plan.build_id,
+            "verified": "true",
             "git_sha": "abc123",
         },
         "packages": [
