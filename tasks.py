@@ -253,9 +253,9 @@ def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_err
         skip_verify=False):
     """Build the AMI: launch a builder, update, provision, scrub, audit, image, test, publish, copy, clean up.
 
-    The test stage launches an instance of the new image, waits until it is ready, reboots it,
-    waits again and reads its console (the admin-password line must be there, its SSH host key
-    must not be the builder's); only then is the image made public, copied and marked
+    The test stage launches an instance of the new image, waits until it is ready, reads its
+    console (the admin-password line must be there), reboots it and waits again (its SSH host
+    key must not be the builder's); only then is the image made public, copied and marked
     verified in the manifest. A failed test leaves the image private (removed with the
     default --on-error=cleanup).
 

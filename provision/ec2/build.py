@@ -41,7 +41,7 @@ from .plan import (
 )
 from .shapes import resource_tags
 from .signals import SignalGuard
-from .verify import TestStage, console_tail, findings, wait_rebooted
+from .verify import TestStage, console_tail, findings, wait_console_line, wait_rebooted
 from .waits import tcp_probe, wait_instance, wait_ssh
 
 #: Provisions the builder; returns its installed packages (None: not listed).
@@ -316,7 +316,7 @@ class _Build:
             images.finish(ref)
 
     def verify(self, test: TestStage | None, probe: Callable[[BuilderHost], bool]) -> None:
-        """The test stage (:mod:`provision.ec2.verify`): boot, ready, reboot, ready, console; then the test instance goes.
+        """The test stage (:mod:`provision.ec2.verify`): boot, ready, console, reboot, ready; then the test instance goes.
 
         Raises:
             ImageTestFailed: a check failed (the message names it, with the console's last lines).
@@ -326,7 +326,7 @@ class _Build:
             self.log(f"==> No test stage for {ref.id} (skipped: --skip-verify)")
             return
         assert self.key is not None and ref.id is not None
-        with self.stage("verify", f"Testing {ref.id}: a new instance of it must be ready, reboot, be ready again, and print the password line"):
+        with self.stage("verify", f"Testing {ref.id}: a new instance of it must be ready, print the password line, reboot and be ready again"):
             began = self.clock()
             image = describe_image(self.ec2, ref.id, plan.region)
             host = launch_builder(self.ec2, plan, image, self.key, self.key_name, self.group_id, self.cleanup, log=self.log, sleep=self.sleep, role="test")
@@ -335,7 +335,9 @@ class _Build:
             try:
                 wait_ssh(host, probe, delay=plan.ssh_delay, attempts=plan.ssh_attempts, sleep=self.sleep)
                 first = test.ready(host)
-                self.log(f"    {host.instance_id} is ready; rebooting it")
+                self.log(f"    {host.instance_id} is ready; reading its console")
+                console = wait_console_line(read, host.instance_id, plan.ssh_attempts, self.sleep, plan.ssh_delay)
+                self.log(f"    {host.instance_id}'s console read ({len(console)} characters); rebooting it")
                 if test.reboot is not None:
                     test.reboot(host.instance_id)
                 else:
@@ -344,8 +346,7 @@ class _Build:
             except ProvisionError as e:  # not ready, no SSH: the test failed, not the build's machinery
                 raise ImageTestFailed(f"The test instance {host.instance_id} of {ref.id} failed: {e.message}",
                                       hint=self._console_hint(read, host.instance_id)) from e
-            self.log(f"    {host.instance_id} is ready again after its reboot; reading its console")
-            console = read(host.instance_id)
+            self.log(f"    {host.instance_id} is ready again after its reboot")
             found = findings(self.builder_key, first, second, console)
             if found:
                 raise ImageTestFailed(f"The test instance {host.instance_id} of {ref.id} failed: {'; '.join(found)}",

@@ -9,7 +9,11 @@ and the console's last lines. What is checked:
 * the instance passes every readiness check (bounded wait), once after its first boot and once
   after an EC2 reboot (a boot marker proves the reboot happened);
 * its SSH host key is not the builder's (host keys are made per instance, never baked in);
-* its console (GetConsoleOutput, as the owner reads it) has the admin-password line.
+* its console (GetConsoleOutput, as the owner reads it) has the admin-password line after the
+  first boot. It is read before the reboot: EC2 keeps only the last 64 KiB of a console, posted
+  shortly after a state change, so a reboot's output may push the first boot's line out (as in
+  the simulation, whose console is the container's terminal); the line may also appear a while
+  after the instance is ready, so the read is repeated (bounded) until it is there.
 """
 
 from __future__ import annotations
@@ -72,6 +76,18 @@ def findings(builder_key: str | None, first: Booted, second: Booted, console: st
     if admin_password_on(console) is None:
         found.append("the console has no admin-password line after the first boot")
     return found
+
+
+def wait_console_line(read: Callable[[str], str], instance_id: str, attempts: int, sleep: Callable[[float], None], delay: float) -> str:
+    """Read the console until it has the admin-password line (EC2 posts console output a while after
+    a boot) or ``attempts`` reads were made; the last console read."""
+    console = ""
+    for n in range(max(1, attempts)):
+        console = read(instance_id)
+        if admin_password_on(console) is not None or n == attempts - 1:
+            break
+        sleep(delay)
+    return console
 
 
 def wait_rebooted(ready: Callable[[BuilderHost], Booted], host: BuilderHost, before: Booted, attempts: int, sleep: Callable[[float], None],

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from provision.ec2.plan import BuilderHost
-from provision.ec2.verify import Booted, console_tail, findings, wait_rebooted
+from provision.ec2.verify import Booted, console_tail, findings, wait_console_line, wait_rebooted
 from provision.exceptions import ConnectError, ImageTestFailed, ProvisionError
 
 from .helpers import REGION, TEST_CONSOLE, clients_with, inventory, options, passing_test_stage, run_build
@@ -87,6 +87,24 @@ def test_on_error_abort_keeps_the_failed_image_private_and_its_test_instance(tmp
     roles = sorted({t["Key"]: t["Value"] for t in i["Tags"]}["ceph-openstack-ami:role"] for i in running)
     assert roles == ["test"]  # the builder was stopped to be imaged; the test instance is kept running
     assert any("terminate-instances" in line for line in logs)
+
+
+def test_the_console_is_read_after_the_first_boot_even_if_the_reboot_pushes_the_line_out(tmp_path: Path, ec2: Any, source_ami: str) -> None:
+    # EC2 keeps a console's last 64 KiB: after the reboot the first boot's line may be gone.
+    boots: dict[str, int] = {}
+    stage = passing_test_stage(boots)
+    later = "[  OK  ] Reached target multi-user.target\nlogin:\n"
+    result = run_build(options(tmp_path, public=True), test_stage=replace(stage, console=lambda iid: TEST_CONSOLE if boots[iid] == 1 else later))
+    assert result.ami_ids[REGION]
+
+
+def test_the_console_is_read_again_until_the_line_is_posted() -> None:
+    posted = ["", "[  OK  ] Started cloud-init\n", TEST_CONSOLE, "never read"]
+    waits: list[float] = []
+    assert wait_console_line(lambda iid: posted.pop(0), "i-1", attempts=10, sleep=waits.append, delay=5.0) == TEST_CONSOLE
+    assert waits == [5.0, 5.0] and posted == ["never read"]
+    assert wait_console_line(lambda iid: "login:\n", "i-1", attempts=3, sleep=waits.append, delay=1.0) == "login:\n"
+    assert waits == [5.0, 5.0, 1.0, 1.0]  # three reads, two waits between them, then the last read is returned
 
 
 def test_findings_name_each_failure() -> None:
