@@ -35,6 +35,10 @@ from .state import SimState
 
 #: What to run when the sim daemon died under an instance (moto cannot be given its instance back).
 RECOVER_HINT = "run `invoke sim.down` then `invoke sim.up` (or `invoke sim.up --ami ID` with an AMI built here)"
+#: Where the admin password is when the console does not show it.
+CONSOLE_HINT = ("a new instance prints it once its first boot is ready (wait until `invoke sim.status` says ready); the console "
+                "keeps only its last 64 KiB, as on EC2, so after reboots read OS_PASSWORD in /root/openrc: "
+                "`invoke sim.shell` then `grep OS_PASSWORD /root/openrc`")
 
 
 @dataclass
@@ -220,7 +224,7 @@ class Sim:
         public, private = st.get("public_hostname") or st["private_ip"], st["private_ip"]
         password = admin_password_on(self.console())
         if not password:
-            raise SimError("No admin password on the instance's console yet", hint="wait until `invoke sim.status` says ready, then run it again")
+            raise SimError("No admin password on the instance's console", hint=CONSOLE_HINT)
         cacert = path.with_name(f"{clouds.CLOUD_NAME}-ca.pem")
         cacert.parent.mkdir(parents=True, exist_ok=True)
         cacert.write_bytes(self.target().read(cert_files(self.settings).cert))
