@@ -67,12 +67,19 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
     "instance-type": "EC2 instance type to simulate (default m1.xlarge; memory limit follows it)",
     "imdsv2-required": "refuse IMDSv1 in the instance metadata service",
     "user-data": "a file whose content is the instance's user data (RunInstances UserData; e.g. a #cloud-config)",
+    "on-error": "cleanup (default: a failed launch removes what it started, its journal kept in build/sim-up-failed.log) "
+                "or abort (keep the failed instance to debug)",
 })
 @friendly
-def up(c, ami=None, profile=None, instance_type=None, imdsv2_required=False, user_data=None):
-    """Build what is missing, launch a simulated EC2 instance, provision it and wait until ready."""
+def up(c, ami=None, profile=None, instance_type=None, imdsv2_required=False, user_data=None, on_error="cleanup"):
+    """Build what is missing, launch a simulated EC2 instance, provision it and wait until ready.
+
+    A launch that fails, or is stopped by Ctrl-C, SIGTERM or SIGHUP, leaves nothing running that
+    it started: its instance is terminated and removed (and the sim daemon and network, when this
+    run started them); built AMIs and cached images stay. --on-error=abort keeps the instance.
+    """
     sim = _sim(c, instance_type=instance_type, metadata_allow_v1=False if imdsv2_required else None)
-    status = sim.up(ami=ami, profile=profile, user_data=_read_user_data(user_data))
+    status = sim.up(ami=ami, profile=profile, user_data=_read_user_data(user_data), on_error=on_error)
     _print_status(status, False)
     _print_reach(sim, status)
 

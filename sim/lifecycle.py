@@ -19,6 +19,7 @@ from typing import Any
 from provision import host as provision_host
 from provision.ec2.cleanup import deregister as deregister_image
 from provision.ec2.plan import validate_ami_id
+from provision.ec2.signals import SignalGuard
 from provision.exceptions import SimError
 from provision.openstack.dashboard import admin_password_on
 from provision.profiles import get_profile, record_proven
@@ -29,12 +30,16 @@ from provision.target.docker import DockerTarget
 from provision.tls import cert_files
 
 from . import amis, clouds
-from .cloud import Cloud
+from .cloud import LABEL, Cloud
 from .instance import Instances, instance_memory_mib
 from .state import SimState
 
 #: What to run when the sim daemon died under an instance (moto cannot be given its instance back).
 RECOVER_HINT = "run `invoke sim.down` then `invoke sim.up` (or `invoke sim.up --ami ID` with an AMI built here)"
+#: What a failed ``sim.up`` does with what it started: remove it (the default) or keep it to debug.
+ON_ERROR = ("cleanup", "abort")
+#: Where a failed ``sim.up`` leaves the journal of the instance it removed.
+FAILED_UP_LOG = Path("build/sim-up-failed.log")
 #: Where the admin password is when the console does not show it.
 CONSOLE_HINT = ("a new instance prints it once its first boot is ready (wait until `invoke sim.status` says ready); the console "
                 "keeps only its last 64 KiB, as on EC2, so after reboots read OS_PASSWORD in /root/openrc: "
@@ -124,8 +129,14 @@ class Sim:
     def _wait_ready(self, timeout: float = 900) -> list[Check]:
         return wait_ready(self.target(), self.settings, timeout=timeout, log=self.log)
 
-    def up(self, ami: str | None = None, profile: str | None = None, user_data: str | None = None) -> dict[str, Any]:
-        """Launch (or find) the simulated instance, provision it, wait until ready; ``user_data`` goes to RunInstances."""
+    def up(self, ami: str | None = None, profile: str | None = None, user_data: str | None = None, on_error: str = "cleanup") -> dict[str, Any]:
+        """Launch (or find) the simulated instance, provision it, wait until ready; ``user_data`` goes to RunInstances.
+
+        A launch that fails (an error, Ctrl-C, SIGTERM or SIGHUP) leaves nothing running that it
+        started (:meth:`_undo_up`), unless ``on_error`` is ``abort``: then the instance is kept to debug.
+        """
+        if on_error not in ON_ERROR:
+            raise SimError(f"Unknown --on-error value {on_error!r}", hint="use cleanup (the default) or abort")
         self.cloud.reload()
         self._check_instance_type()
         _ = self.docker  # fail early without an engine
@@ -134,11 +145,61 @@ class Sim:
             raise SimError(gone, hint=RECOVER_HINT)
         if not ami and user_data is None and self.state.container and self.instances.running() and self.cloud.daemon_alive():
             self.log(f"instance {self.state.instance_id} is already up ({self.state.container})")
-        else:
-            self.launch_unprovisioned(ami, profile, user_data)
+            return self._provision_and_wait()
+        daemon_was_up = self.cloud.daemon_alive()
+        with SignalGuard(self.log) as guard:
+            try:
+                self.launch_unprovisioned(ami, profile, user_data)
+                return self._provision_and_wait()
+            except BaseException as e:
+                if on_error == "cleanup":
+                    with guard.shield():
+                        self._undo_up(daemon_was_up, str(e) or type(e).__name__)
+                else:
+                    self.log(f"sim.up failed; --on-error=abort keeps instance {self.state.instance_id or '(none)'} to debug "
+                             "(`invoke sim.logs`, `invoke sim.shell`; `invoke sim.down` removes it)")
+                raise
+
+    def _keep_journal(self) -> None:
+        """Save the failed instance's journal of this boot (no secret is ever logged there) to :data:`FAILED_UP_LOG`, 0600."""
+        try:
+            if not (self.state.container and self.instances.running()):
+                return
+            journal = self.target().run(["journalctl", "-b", "--no-pager"], check=False, timeout=60).stdout
+        except Exception as e:  # best effort: the removal matters more
+            self.log(f"(the failed instance's journal could not be read: {e})")
+            return
+        FAILED_UP_LOG.parent.mkdir(parents=True, exist_ok=True)
+        FAILED_UP_LOG.touch(mode=0o600)
+        FAILED_UP_LOG.chmod(0o600)
+        FAILED_UP_LOG.write_text(journal)
+        self.log(f"its journal is in {FAILED_UP_LOG}")
+
+    def _provision_and_wait(self) -> dict[str, Any]:
         if not self.state.provisioned:
             provision_host.provision(self.target(), self.settings, self.state.profile, self.log)
         return self.mark_provisioned()
+
+    def _undo_up(self, daemon_was_up: bool, why: str) -> None:
+        """After a failed launch: its instance goes (terminated on moto, container and disk removed), and
+        the daemon and network too when this launch started them; built AMIs and cached images stay."""
+        iid = self.state.instance_id or "(not yet recorded)"
+        self.log(f"sim.up failed ({why}): removing what it started (instance {iid}); `invoke sim.up --on-error=abort` keeps it to debug")
+        self._keep_journal()
+        self.cloud.reload()
+        if daemon_was_up and self.cloud.daemon_alive():
+            ec2 = self.ec2()
+            ids = [i["InstanceId"] for r in ec2.describe_instances(Filters=[{"Name": "tag-key", "Values": [LABEL]}])["Reservations"]
+                   for i in r["Instances"] if i["State"]["Name"] in ("pending", "running", "stopping", "stopped")]
+            if ids:
+                ec2.terminate_instances(InstanceIds=ids)
+            self.instances.remove_all()
+            self.state.provisioned = False
+            self.state.save()
+            removed = [f"instance {i}" for i in ids]
+        else:
+            removed = self.down()
+        self.log("removed: " + (", ".join(removed) or "nothing was left"))
 
     def launch_unprovisioned(self, ami: str | None = None, profile: str | None = None, user_data: str | None = None) -> None:
         """Replace any instance with a new one: from ``ami`` (a built AMI), else from the profile's source image."""

@@ -152,6 +152,7 @@ BAD_INPUT = [
     (["sim.up", "--instance-type", "x9.bogus"], "EC2 does not offer instance type"),
     (["sim.up", "--ami", "ami-nothex!"], "Malformed AMI id"),
     (["sim.up", "--ami", "ami-0123456789abcdef0"], "was not built in this sim"),
+    (["sim.up", "--on-error", "bogus"], "Unknown --on-error value"),
     (["build.ami", "--region", "mars-1"], "Unknown AWS region"),
     (["provision.host", "--host", "127.0.0.1", "--key", "/nonexistent/key.pem"], "does not exist"),
     (["ami.audit", "--target", "telnet://host"], "Unknown target"),

@@ -1,6 +1,7 @@
 """Runs last in the sim tier: a sim daemon killed under the instance is named, and `sim.up` does not
 throw the instance away; `sim.down` keeps the AMI the session built (as EC2 keeps AMIs, the daemon's
 crash included) and nothing else (test_yy_build_ami launches it after a `sim.down`);
+a `sim.up` stopped by SIGTERM removes what it started and keeps the AMI;
 `ami.deregister --sim` removes it, after which `sim.down` leaves nothing labelled, and a second one
 is a no-op (issue 16, point 5)."""
 
@@ -78,6 +79,27 @@ def test_down_keeps_the_built_ami_and_nothing_else(built_ami: dict[str, Any], do
     assert clouds.BEGIN not in Path("/etc/hosts").read_text()  # sim.clouds' block went with it
     status = invoke("sim.status", "--json")
     assert status.returncode == 0 and built_ami["ami"] in status.stdout
+
+
+def test_a_failed_up_leaves_nothing_running_that_it_started(built_ami: dict[str, Any], docker_client: Any) -> None:
+    """SIGTERM (what `kill` or a CI runner's timeout sends) once the instance is launched: the cloud is
+    down, so sim.up started the daemon, the network and the instance; all of them go, the AMI stays."""
+    p = subprocess.Popen([sys.executable, "-m", "invoke", "sim.up", "--ami", built_ami["ami"]], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    assert p.stdout is not None
+    seen = []
+    for line in p.stdout:
+        seen.append(line)
+        if "starting container" in line:
+            break
+    p.send_signal(signal.SIGTERM)
+    rest, _ = p.communicate(timeout=300)
+    out = "".join(seen) + rest
+    assert p.returncode != 0, out
+    assert "sim.up failed (SIGTERM received): removing what it started" in out, out
+    assert_no_cloud_left(docker_client)
+    assert [v.name for v in docker_client.volumes.list(filters={"label": LABEL})] == [built_ami["disk"]]
+    assert ami_tags(docker_client) == [built_ami["tag"]]
 
 
 def test_deregister_removes_the_ami_and_its_content_then_down_leaves_nothing(built_ami: dict[str, Any], docker_client: Any) -> None:
