@@ -8,6 +8,7 @@ be overridden in invoke.yaml under `coa:` or by flags.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from typing import Any, Callable
 from invoke import Collection, Exit, task
 
 from provision import settings as settings_mod
+from provision import verbosity
 from provision.exceptions import NotYetImplemented, ProvisionError
 
 
@@ -38,8 +40,49 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+#: The output level of the task running now (-q / default / -v).
+_level = [verbosity.NORMAL]
+
+
 def _log(msg: str) -> None:
-    print(msg, flush=True)
+    if verbosity.shown(msg, _level[0]):
+        print(msg, flush=True)
+
+
+def _err_log(msg: str) -> None:
+    """Progress of a task whose stdout is its JSON result."""
+    if verbosity.shown(msg, _level[0]):
+        print(msg, file=sys.stderr, flush=True)
+
+
+OUTPUT_HELP = {
+    "quiet": "print only the result and problems (no steps, no progress)",
+    "verbose": "also print each command run on the instance or builder, with its exit status and time",
+}
+
+
+def long_task(help: dict[str, str] | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """A task that prints its steps: it takes -q/--quiet and -v/--verbose (first, so the letters are theirs)."""
+
+    def decorate(fn: Callable[..., Any]) -> Any:
+        sig = inspect.signature(fn)
+        first, *rest = sig.parameters.values()
+        flags = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False) for n in OUTPUT_HELP]
+
+        @functools.wraps(fn)
+        def body(c: Any, *args: Any, quiet: bool = False, verbose: bool = False, **kw: Any) -> Any:
+            _level[0] = verbosity.level(quiet, verbose)
+            verbosity.apply(_level[0], _log)
+            try:
+                return fn(c, *args, **kw)
+            finally:
+                _level[0] = verbosity.NORMAL
+                verbosity.apply(verbosity.NORMAL, _log)
+
+        body.__signature__ = sig.replace(parameters=[first, *flags, *rest])  # type: ignore[attr-defined]
+        return task(help={**OUTPUT_HELP, **(help or {})}, **kwargs)(friendly(body))
+
+    return decorate
 
 
 def _sim(c: Any, **flags: Any) -> Any:
@@ -61,7 +104,7 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
 
 
 # --- sim ---------------------------------------------------------------------------
-@task(help={
+@long_task(help={
     "ami": "launch from an AMI built with `build.ami --sim` instead of provisioning a fresh instance",
     "profile": "distribution profile: debian-12 or ubuntu-24.04 (default: ubuntu-24.04 if it can be pulled, else debian-12)",
     "instance-type": "EC2 instance type to simulate (default m1.xlarge; memory limit follows it)",
@@ -70,7 +113,6 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
     "on-error": "cleanup (default: a failed launch removes what it started, its journal kept in build/sim-up-failed.log) "
                 "or abort (keep the failed instance to debug)",
 })
-@friendly
 def up(c, ami=None, profile=None, instance_type=None, imdsv2_required=False, user_data=None, on_error="cleanup"):
     """Build what is missing, launch a simulated EC2 instance, provision it and wait until ready.
 
@@ -100,8 +142,7 @@ def _read_user_data(path: str | None) -> str | None:
         raise Exit(f"error: cannot read the user data file {path!r}: {e.strerror}", code=1) from None
 
 
-@task(help={"all": "also remove the AMIs built in the sim and the cached base and OS images"})
-@friendly
+@long_task(help={"all": "also remove the AMIs built in the sim and the cached base and OS images"})
 def down(c, all=False):
     """Remove every container, network and process the sim made (safe to run twice).
 
@@ -124,22 +165,19 @@ def status(c, json=False, check=False):
         _print_reach(sim, result)
 
 
-@task
-@friendly
+@long_task()
 def reboot(c):
     """Restart the same simulated instance (same instance-id, same IP) and wait until ready."""
     _print_status(_sim(c).reboot(), False)
 
 
-@task
-@friendly
+@long_task()
 def stop(c):
     """Stop the simulated instance (EC2 StopInstances): its disk and private IP stay."""
     _print_status(_sim(c).stop(), False)
 
 
-@task
-@friendly
+@long_task()
 def start(c):
     """Start the stopped instance: same instance-id and private IP, a new public name; wait until ready."""
     _print_status(_sim(c).start(), False)
@@ -174,8 +212,7 @@ def clouds(c, path=None, user=False):
     print(f"try: {env}openstack --os-cloud {done['cloud']} server list")
 
 
-@task
-@friendly
+@long_task()
 def relaunch(c):
     """Launch a new instance from this one's disk (new instance-id, new IP) and wait until ready."""
     _print_status(_sim(c).relaunch(), False)
@@ -202,7 +239,7 @@ def logs(c, follow=False, all=False):
 
 
 # --- provision ---------------------------------------------------------------------
-@task(help={
+@long_task(help={
     "host": "address of the host to provision over SSH",
     "user": "login user (default: the profile's, e.g. admin on Debian)",
     "key": "private key file (default: the SSH agent)",
@@ -210,7 +247,6 @@ def logs(c, follow=False, all=False):
     "profile": "distribution profile of the host: debian-12 or ubuntu-24.04",
     "target": "a target spec instead of --host: local, docker://NAME or ssh://USER@HOST[:PORT]",
 })
-@friendly
 def host(c, host=None, user=None, key=None, port=22, profile="debian-12", target=None):
     """Provision an existing host (over SSH, or any target spec) into the AMI's content."""
     from provision.host import provision
@@ -231,7 +267,7 @@ def host(c, host=None, user=None, key=None, port=22, profile="debian-12", target
 
 
 # --- build / ami / bench -----------------------------------------------------------
-@task(help={
+@long_task(help={
     "sim": "build against the simulation: moto is EC2, the builder is a sim instance reached over SSH",
     "public": "make the AMI public (launch permission all); the audit gate always runs first",
     "regions": "comma-separated regions to copy the AMI to (each copy published with --public)",
@@ -253,7 +289,6 @@ def host(c, host=None, user=None, key=None, port=22, profile="debian-12", target
     "skip-verify": "do not run the test stage (an instance of the image booted, rebooted and read) before publishing",
     "dry-run": "check everything without making anything: credentials, region, instance type, source image, name, publishability, and EC2's DryRun of launching the builder, its security group and key pair (permissions: aws/build-ami-policy.json)",
 })
-@friendly
 def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_error="cleanup", profile=None,
         source_ami=None, region=None, instance_type=None, caller_ip=None, allow_cidr=None, allow_unproven=False,
         key=None, wait_delay=None, wait_attempts=None, trust_source_owner=False, allow_world=False, dry_run=False,
@@ -335,23 +370,21 @@ def deregister(c, ami_id, sim=False, region=None):
     print("\n".join(f"removed {r}" for r in removed))
 
 
-@task(help={"runs": "runs per scenario (default 3)"})
-@friendly
+@long_task(help={"runs": "runs per scenario (default 3)"})
 def boot(c, runs=3):
     """Benchmark: seconds from container start to each boot milestone, same IP and new instance, as JSON."""
     from sim.bench import bench_boot
 
-    result = bench_boot(_settings(c), runs=int(runs), log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = bench_boot(_settings(c), runs=int(runs), log=_err_log)
     print(json.dumps(result, indent=2, sort_keys=True))
 
 
-@task(name="provision")
-@friendly
+@long_task(name="provision")
 def bench_provision(c):
     """Benchmark: first and second (idempotent) provisioning of a fresh sim instance, as JSON."""
     from sim.bench import bench_provision as run
 
-    result = run(_settings(c), log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = run(_settings(c), log=_err_log)
     print(json.dumps(result, indent=2, sort_keys=True))
 
 

@@ -21,6 +21,13 @@ from .steps import Log
 INTERVAL_S = 30.0
 #: The live status of the step running now: one at a time (rich shows one live display).
 _active: list[str] = []
+#: False for a quiet run (``-q``): no live status and no "still running" lines.
+_shown = [True]
+
+
+def set_live_allowed(allowed: bool) -> None:
+    """Let :func:`heartbeat` show progress (the default) or nothing at all (a quiet run)."""
+    _shown[0] = allowed
 
 
 def on_terminal(stream: Any = None) -> bool:
@@ -52,7 +59,7 @@ def heartbeat(what: str, log: Log = print, interval: float = INTERVAL_S, live: b
         live: draw a rich status line (default: when stdout is a terminal); else log a line every ``interval`` s.
         console: the rich console of the live status (default: a new one on stdout).
     """
-    if _active:
+    if _active or not _shown[0]:
         yield
         return
     _active.append(what)

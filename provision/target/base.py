@@ -12,9 +12,10 @@ import hashlib
 import posixpath
 import secrets
 import shlex
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..exceptions import CommandFailed
 
@@ -57,6 +58,25 @@ def command_line(cmd: str | Sequence[str], *args: Any) -> str:
     if args:
         raise TypeError("pass arguments either in the list or after the template, not both")
     return shlex.join(str(c) for c in cmd)
+
+
+#: Where each command a target runs is logged (a verbose run: ``-v``); None logs nothing.
+_trace: list[Callable[[str], None] | None] = [None]
+#: The longest command line a trace shows (a long script is cut, with its length).
+TRACE_CHARS = 160
+
+
+def set_trace(log: Callable[[str], None] | None) -> None:
+    """Log every command any target runs to ``log`` (None: stop)."""
+    _trace[0] = log
+
+
+def trace_line(name: str, line: str, code: int, seconds: float) -> str:
+    """How a traced command is shown: where, what (cut to :data:`TRACE_CHARS`), exit status and time."""
+    shown = " ".join(line.split())
+    if len(shown) > TRACE_CHARS:
+        shown = f"{shown[:TRACE_CHARS]}... ({len(line)} chars)"
+    return f"    $ [{name}] {shown} -> {code} ({seconds:.1f}s)"
 
 
 class Target(ABC):
@@ -121,7 +141,10 @@ class Target(ABC):
         """
         line = command_line(cmd, *args)
         data = stdin.encode() if isinstance(stdin, str) else stdin
+        began = time.monotonic()
         code, out, err = self._exec(line, data, timeout)
+        if (trace := _trace[0]) is not None:
+            trace(trace_line(self.name, line, code, time.monotonic() - began))
         result = Result(line, code, out.decode(errors="replace"), err.decode(errors="replace"))
         if check and not result.ok:
             raise CommandFailed(self.name, line, code, result.stdout, result.stderr)

@@ -83,6 +83,13 @@ def inventory(target: Target, settings: Any) -> dict[str, str]:
     return {**cephx(target, settings), **openstack(target, settings), **host(target)}
 
 
+def secret_values(target: Target, settings: Any) -> dict[str, str]:
+    """The inventory's items that no log and no command line may show: ids (machine-id, the libvirt
+    secret's uuid) and the public halves and hashes (SSH, TLS, Keystone key files' names) left out."""
+    return {k: v for k, v in inventory(target, settings).items()
+            if not k.startswith(("machine-id", "libvirt secret uuid", "openstack libvirt_secret_uuid", "ssh ", "tls ", "keystone "))}
+
+
 def image_content(run: Callable[[str], str]) -> dict[str, str]:
     """The secret-bearing items an AMI's content holds, read by ``run(shell command) -> stdout`` in a container of it."""
     items: dict[str, str] = {}

@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 
+from provision import verbosity
 from provision.openstack.profile import profile
 from provision.openstack.provisioning import steps as openstack_steps
 from provision.openstack.secrets import Secrets, secrets_path
 from provision.steps import run_steps
 from provision.systemd import unit_enabled
 from provision.target import Result, Target
+from tests.sim import inventory
 
 pytestmark = pytest.mark.docker
 
@@ -138,11 +140,20 @@ def test_exactly_one_boot_volume_cloned_from_the_golden_image(sim: Any) -> None:
     assert cli(t, "volume show %s -f value -c bootable", vols[0]["ID"]).stdout.strip() == "true"
 
 
-def test_second_provisioning_changes_nothing(sim: Any) -> None:
+def test_second_provisioning_changes_nothing_and_its_verbose_trace_shows_no_secret(sim: Any) -> None:
     status = sim.status()
     steps = openstack_steps(sim.settings, status["profile"] or "debian-12", status["private_ip"])
-    report = run_steps(sim.target, sim.settings, steps)
+    traced: list[str] = []
+    verbosity.apply(verbosity.VERBOSE, traced.append)  # what `-v` prints: every command line run on the instance
+    try:
+        report = run_steps(sim.target, sim.settings, steps)
+    finally:
+        verbosity.apply(verbosity.NORMAL, print)
     assert report.changed == 0, [r.line() for r in report.results if r.changed]
+    assert len(traced) > 10 and all(line.startswith("    $ [") for line in traced)
+    secrets = {k: v for k, v in inventory.secret_values(sim.target, sim.settings).items() if len(v) >= 16}
+    shown = sorted(k for k, v in secrets.items() if any(v in line for line in traced))
+    assert shown == [], f"secrets on traced command lines: {shown}"
 
 
 
