@@ -287,12 +287,14 @@ def host(c, host=None, user=None, key=None, port=22, profile="debian-12", target
     "wait-delay": "seconds between state checks",
     "wait-attempts": "state checks before a wait gives up",
     "skip-verify": "do not run the test stage (an instance of the image booted, rebooted and read) before publishing",
+    "keep-test-instance": "keep the test stage's instance running once the build succeeds (the image's first instance, tested; "
+                          "with its security group and key pair); with --sim it becomes the sim's instance",
     "dry-run": "check everything without making anything: credentials, region, instance type, source image, name, publishability, and EC2's DryRun of launching the builder, its security group and key pair (permissions: aws/build-ami-policy.json)",
 })
 def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_error="cleanup", profile=None,
         source_ami=None, region=None, instance_type=None, caller_ip=None, allow_cidr=None, allow_unproven=False,
         key=None, wait_delay=None, wait_attempts=None, trust_source_owner=False, allow_world=False, dry_run=False,
-        skip_verify=False):
+        skip_verify=False, keep_test_instance=False):
     """Build the AMI: launch a builder, update, provision, scrub, audit, image, test, publish, copy, clean up.
 
     The test stage launches an instance of the new image, waits until it is ready, reads its
@@ -310,20 +312,24 @@ def ami(c, sim=False, public=False, regions=None, name=None, force=False, on_err
         from sim.build import build_ami_sim
 
         result = build_ami_sim(settings, public=public, regions=region_list, ami_name=name, force=force,
-                               on_error=on_error, profile=profile, log=_log, dry_run=dry_run, verify=not skip_verify)
+                               on_error=on_error, profile=profile, log=_log, dry_run=dry_run, verify=not skip_verify,
+                               keep_test_instance=keep_test_instance)
     else:
         from provision.ec2.builder import build_ami
 
         result = build_ami(settings, profile=profile, source_ami=source_ami, public=public, regions=region_list, ami_name=name,
                            force=force, on_error=on_error, caller_ip=caller_ip, allow_cidr=allow_cidr,
                            allow_world=allow_world, trust_source_owner=trust_source_owner,
-                           allow_unproven=allow_unproven, key_file=key, log=_log, dry_run=dry_run, verify=not skip_verify)
+                           allow_unproven=allow_unproven, key_file=key, log=_log, dry_run=dry_run, verify=not skip_verify,
+                           keep_test_instance=keep_test_instance)
     if isinstance(result, list):
         print("dry run: the build would pass every check; nothing was made")
         return
     for reg, ami_id in result.ami_ids.items():
         print(f"{reg}: {ami_id}")
     print(f"manifest: {result.manifest_path}")
+    if result.test_instance is not None:
+        print(f"test instance: {result.test_instance.instance_id} (kept running: {result.test_instance.ssh_command()})")
 
 
 @task(

@@ -52,10 +52,14 @@ def build_ami_sim(
     log: Log = print,
     dry_run: bool = False,
     verify: bool = True,
+    keep_test_instance: bool = False,
 ) -> BuildResult | list[str]:
     """Run the whole AMI build against the simulation; return the build result (AMI ids, manifest).
 
     ``dry_run``: only check it (:func:`provision.ec2.build.dry_run`); return the lines checked.
+    ``keep_test_instance``: the passing test instance becomes the sim's instance (``sim.status``,
+    ``sim.reboot``...); the build then logs in with the sim's own key (``--key``, as a user would
+    pass theirs), so the sim's ``ssh`` line reaches it.
     """
     sim = Sim(settings, log=log)
     source = sim.ensure_infra(profile)
@@ -76,6 +80,8 @@ def build_ami_sim(
         force=force,
         on_error=on_error,
         verify=verify,
+        keep_test_instance=keep_test_instance,
+        key_file=str(sim.state.key_path) if keep_test_instance else None,
         caller_ip=GATEWAY,  # the host, as the instance sees it
         subnet_id=sim.state.subnet_id,
         ssh_private=True,
@@ -100,10 +106,13 @@ def build_ami_sim(
     # EC2 reboots an instance on RebootInstances; in the sim, restarting its container does.
     tests = test_stage(settings, log, reboot=lambda iid: sim.instances.reboot(iid))
     try:
-        return build(
+        result = build(
             options, lambda host: provision_builder(host, settings, profile, log=log), session=session, endpoint_url=sim.state.endpoint,
             ssh_probe=probe, on_image_created=image_and_audit, test_stage=tests, log=log,
         )
+        if result.test_instance is not None:
+            sim.adopt(result.test_instance.instance_id)
+        return result
     finally:
         if on_error != "abort":
             for iid in sim.reconcile():

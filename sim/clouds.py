@@ -6,9 +6,10 @@ the catalog gives works from here too; the name resolves through a block the sim
 host's ``/etc/hosts`` (the sim's public IPv4 is simulated and routes nowhere, so the block maps
 the name to the private address, which the bridge reaches). ``sim.down`` removes the block.
 
-The password is the one the owner reads from the console (GetConsoleOutput, as on EC2); the
-CA file is the instance's own certificate (self-signed), read from the instance. Both files are
-the owner's alone (0600).
+The password is the one the owner reads from the console (GetConsoleOutput, as on EC2), or,
+once reboots have pushed that line out of the console's last 64 KiB, ``OS_PASSWORD`` of the
+instance's ``/root/openrc`` (read as root, as ``sim.shell`` does); the CA file is the instance's
+own certificate (self-signed), read from the instance. Both files are the owner's alone (0600).
 """
 
 from __future__ import annotations

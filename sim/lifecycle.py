@@ -22,6 +22,7 @@ from provision.ec2.plan import validate_ami_id
 from provision.ec2.signals import SignalGuard
 from provision.exceptions import SimError
 from provision.openstack.dashboard import admin_password_on
+from provision.openstack.identity import OPENRC_PATH, parse_openrc
 from provision.profiles import get_profile, record_proven
 from provision.ready import Check, check_all, wait_ready
 from provision.settings import Settings
@@ -31,7 +32,7 @@ from provision.tls import cert_files
 
 from . import amis, clouds
 from .cloud import LABEL, Cloud
-from .instance import Instances, instance_memory_mib
+from .instance import Instances, container_name, instance_memory_mib
 from .state import SimState
 
 #: What to run when the sim daemon died under an instance (moto cannot be given its instance back).
@@ -124,6 +125,18 @@ class Sim:
     def reconcile(self) -> list[str]:
         """Remove the containers (and disks) of instances moto says are terminated or gone."""
         return self.instances.reconcile()
+
+    def adopt(self, instance_id: str) -> None:
+        """Make a running instance of a built AMI (``build.ami --sim --keep-test-instance``) the sim's
+        instance; one it had before is terminated and removed, as ``sim.up`` replaces one."""
+        old = self.state.instance_id
+        if old and old != instance_id and self.cloud.daemon_alive():
+            self.ec2().terminate_instances(InstanceIds=[old])
+        self.state.instance_id, self.state.container = instance_id, container_name(instance_id)
+        self.state.provisioned, self.state.user_data = True, ""
+        self.state.save()
+        self.reconcile()
+        self.log(f"instance {instance_id} ({self.state.container}) is the sim's instance now")
 
     # --- the lifecycle --------------------------------------------------------------
     def _wait_ready(self, timeout: float = 900) -> list[Check]:
@@ -275,6 +288,13 @@ class Sim:
             raise SimError("No simulated instance to read the console of", hint="start one with `invoke sim.up`")
         return str(self.ec2().get_console_output(InstanceId=self.state.instance_id).get("Output", ""))
 
+    def _openrc_password(self) -> str | None:
+        """``OS_PASSWORD`` of the instance's ``/root/openrc`` (root only), or None before it exists."""
+        try:
+            return parse_openrc(self.target().read(OPENRC_PATH).decode()).get("OS_PASSWORD") or None
+        except FileNotFoundError:
+            return None
+
     def write_clouds(self, path: Path) -> dict[str, str]:
         """``sim.clouds``: a ``clouds.yaml`` entry for this instance in ``path`` and its public name in /etc/hosts.
 
@@ -283,7 +303,7 @@ class Sim:
         self.require_running()
         st = self.status(checks=False)
         public, private = st.get("public_hostname") or st["private_ip"], st["private_ip"]
-        password = admin_password_on(self.console())
+        password = admin_password_on(self.console()) or self._openrc_password()
         if not password:
             raise SimError("No admin password on the instance's console", hint=CONSOLE_HINT)
         cacert = path.with_name(f"{clouds.CLOUD_NAME}-ca.pem")

@@ -21,7 +21,7 @@ from ..profiles import is_proven
 from ..progress import heartbeat
 from ..steps import Log
 from .api import ClientFactory, call, check_credentials, default_client_factory, describe_image, start_session
-from .cleanup import Cleanup, terminate_instances
+from .cleanup import TEST_INSTANCE_KINDS, Cleanup, terminate_instances
 from .dryrun import ask, probes
 from .images import check_can_publish, check_instance_type, describe_source_image, find_source_image, images_named
 from .imaging import ImageRef, Imaging, image_request
@@ -225,6 +225,8 @@ class _Build:
         self.builder_key: str | None = None
         self.verified = False
         self.test_host: BuilderHost | None = None
+        #: The passing test instance, kept running (``keep_test_instance``) once the build succeeds.
+        self.kept_test: BuilderHost | None = None
 
     @property
     def source_id(self) -> str:
@@ -351,8 +353,12 @@ class _Build:
             if found:
                 raise ImageTestFailed(f"The test instance {host.instance_id} of {ref.id} failed: {'; '.join(found)}",
                                       hint=self._console_hint(lambda _: console, host.instance_id))
-            terminate_instances(self.ec2, [host.instance_id], plan.region, delay=plan.wait_delay, attempts=plan.wait_attempts, sleep=self.sleep)
             self.verified = True
+            if plan.keep_test_instance:  # kept only if the whole build succeeds (finish); a later failure removes it
+                self.kept_test = host
+                self.log(f"    {ref.id} passed its test stage in {self.clock() - began:.0f}s; {host.instance_id} is kept running")
+                return
+            terminate_instances(self.ec2, [host.instance_id], plan.region, delay=plan.wait_delay, attempts=plan.wait_attempts, sleep=self.sleep)
             self.log(f"    {ref.id} passed its test stage in {self.clock() - began:.0f}s; {host.instance_id} terminated")
 
     def _console_hint(self, read: Callable[[str], str], instance_id: str) -> str:
@@ -429,8 +435,13 @@ class _Build:
                 manifest are kept: they were complete).
         """
         self.images.keep_all()
+        kept = self.cleanup.keep_kinds(TEST_INSTANCE_KINDS) if self.kept_test is not None else []
         with self.guard.shield():
-            leftovers = self._run_cleanup("Removing the builder, its key pair and security group")
+            leftovers = self._run_cleanup("Removing the builder" if kept else "Removing the builder, its key pair and security group")
+        if self.kept_test is not None:
+            self.log(f"==> Kept the tested instance {self.kept_test.instance_id} of the image: {self.kept_test.ssh_command()}")
+            for label, manual in kept:
+                self.log(f"    kept {label}" + (f"; remove it with: {manual}" if manual else ""))
         for line in leftovers:
             self.log(f"    could not remove {line}")
         for name in STAGES:
@@ -447,6 +458,7 @@ class _Build:
             timings=dict(self.timings),
             leftovers=leftovers,
             packages=list(self.packages),
+            test_instance=self.kept_test,
         )
 
     def fail(self, exc: BaseException) -> None:

@@ -143,6 +143,7 @@ def build_ami(
     allow_unproven: bool = False,
     key_file: str | None = None,
     verify: bool = True,
+    keep_test_instance: bool = False,
     log: Log = print,
     dry_run: bool = False,
 ) -> BuildResult | list[str]:
@@ -157,6 +158,7 @@ def build_ami(
         trust_source_owner: accept a ``source_ami`` not published by the profile's publisher.
         key_file: a private key of the user's instead of a generated one.
         verify: run the test stage before publishing (False: ``--skip-verify``).
+        keep_test_instance: keep the passing test instance running (the image's first instance).
         log: where progress lines go.
         dry_run: check everything that can be checked without making anything
             (:func:`~provision.ec2.build.dry_run`) and return the lines checked.
@@ -185,6 +187,7 @@ def build_ami(
         allow_unproven=allow_unproven,
         key_file=key_file,
         verify=verify,
+        keep_test_instance=keep_test_instance,
     )
     if dry_run:
         return check_build(options, log=log)

@@ -31,6 +31,12 @@ class _Action:
     label: str
     undo: Callable[[], None]
     manual: str = ""
+    kind: str = ""
+
+
+#: What stays with a test instance kept after a passing test stage (``keep_test_instance``): the
+#: instance, the security group and key pair it was launched with, the private key that logs in.
+TEST_INSTANCE_KINDS = ("test instance", "security group", "key pair", "key file")
 
 
 class Cleanup:
@@ -46,17 +52,18 @@ class Cleanup:
         self._next = 0
         self.log = log
 
-    def add(self, label: str, undo: Callable[[], None], manual: str = "") -> int:
+    def add(self, label: str, undo: Callable[[], None], manual: str = "", kind: str = "") -> int:
         """Register ``undo`` (what removes ``label``); return a handle for :meth:`update`/:meth:`keep`.
 
         Args:
             label: what will be removed (``instance i-123 in us-east-1``).
             undo: removes it; must treat "already gone" as success.
             manual: a command a person can run to remove it by hand.
+            kind: what sort of resource it is (:data:`TEST_INSTANCE_KINDS`), for :meth:`keep_kinds`.
         """
         handle = self._next
         self._next += 1
-        self._actions[handle] = _Action(label, undo, manual)
+        self._actions[handle] = _Action(label, undo, manual, kind)
         return handle
 
     def update(self, handle: int, *, label: str | None = None, manual: str | None = None) -> None:
@@ -72,6 +79,13 @@ class Cleanup:
     def keep(self, handle: int) -> None:
         """Forget a registration: the resource is a result, not a temporary."""
         self._actions.pop(handle, None)
+
+    def keep_kinds(self, kinds: Collection[str]) -> list[tuple[str, str]]:
+        """Forget every registration of one of ``kinds``: they are kept; ``(label, manual command)`` of each."""
+        kept = [(h, a) for h, a in sorted(self._actions.items(), reverse=True) if a.kind in kinds]
+        for handle, _ in kept:
+            self._actions.pop(handle)
+        return [(a.label, a.manual) for _, a in kept]
 
     def pending(self) -> list[tuple[str, str]]:
         """``(label, manual command)`` of everything still registered, newest first."""

@@ -52,7 +52,8 @@ def generate_key(temp_dir: str) -> Key:
 def temporary_key(build_id: str, cleanup: Cleanup) -> Key:
     """A fresh key in a private temporary folder, registered for removal the moment the folder exists."""
     temp_dir = tempfile.mkdtemp(prefix=f"{TAG_PREFIX}-{build_id[:8]}-")
-    cleanup.add(f"key directory {temp_dir}", lambda: shutil.rmtree(temp_dir, ignore_errors=True), f"rm -rf {shlex.quote(temp_dir)}")
+    cleanup.add(f"key directory {temp_dir}", lambda: shutil.rmtree(temp_dir, ignore_errors=True), f"rm -rf {shlex.quote(temp_dir)}",
+                kind="key file")
     os.chmod(temp_dir, stat.S_IRWXU)
     return generate_key(temp_dir)
 

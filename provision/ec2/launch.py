@@ -25,6 +25,7 @@ def import_key_pair(ec2: Any, plan: BuildPlan, key: Key, cleanup: Cleanup) -> st
         f"key pair {key_name} in {plan.region}",
         remove_key_pair,
         f"aws ec2 delete-key-pair --region {plan.region} --key-name {key_name}",
+        kind="key pair",
     )
     call(
         ec2,
@@ -69,6 +70,7 @@ def launch_builder(
         remove_builder,
         f"aws ec2 describe-instances --region {plan.region} --filters Name=tag:{BUILD_ID_TAG},Values={plan.build_id}"
         "  # then terminate-instances for each one",
+        kind=f"{role} instance",
     )
     resp = call(ec2, f"launch the {role} in {plan.region}", "run_instances", **launch_request(plan, source, key_name, group_id, role))
     iid = instance["id"] = str(resp["Instances"][0]["InstanceId"])
@@ -110,7 +112,7 @@ def create_security_group(ec2: Any, plan: BuildPlan, cleanup: Cleanup, *, sleep:
                 ec2, group_id, plan.region, delay=plan.wait_delay, attempts=max(3, min(plan.wait_attempts, 24)), sleep=sleep
             )
 
-    handle = cleanup.add(f"security group {plan.temp_name} in {plan.region}", remove)
+    handle = cleanup.add(f"security group {plan.temp_name} in {plan.region}", remove, kind="security group")
     params: dict[str, Any] = {
         "GroupName": plan.temp_name,
         "Description": f"ceph-openstack-ami builder {plan.build_id}: SSH from {plan.ssh_cidr} only",

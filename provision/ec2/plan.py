@@ -110,6 +110,9 @@ class BuildOptions:
         on_error: ``cleanup`` (default) removes everything on failure; ``abort`` keeps it for debugging.
         verify: run the test stage (:mod:`provision.ec2.verify`) before publishing; ``False`` is
             ``--skip-verify``, for people who know why.
+        keep_test_instance: after a passing test stage, keep its instance running (with its
+            security group, key pair and private key) instead of terminating it: the image's
+            first instance, already tested; :attr:`BuildResult.test_instance` says how to reach it.
         wait_delay: seconds between state checks.
         wait_attempts: state checks before a wait gives up.
         ssh_delay: seconds between SSH probes.
@@ -141,6 +144,7 @@ class BuildOptions:
     force: bool = False
     on_error: str = "cleanup"
     verify: bool = True
+    keep_test_instance: bool = False
     wait_delay: float = _DEFAULTS.wait_delay_s
     wait_attempts: int = _DEFAULTS.wait_attempts
     ssh_delay: float = _DEFAULTS.ssh_retry_delay_s
@@ -206,6 +210,7 @@ class BuildPlan:
     ssh_private: bool = False
     trust_source_owner: bool = False
     verify: bool = True
+    keep_test_instance: bool = False
 
     @property
     def temp_name(self) -> str:
@@ -237,6 +242,7 @@ class BuildResult:
         timings: seconds per stage (see :data:`STAGES`).
         leftovers: temporary resources that could not be removed, with how to remove them.
         packages: the builder's installed packages after provisioning (also in the manifest).
+        test_instance: the test stage's instance, when kept (``keep_test_instance``); else None.
     """
 
     build_id: str
@@ -248,6 +254,7 @@ class BuildResult:
     timings: dict[str, float]
     leftovers: list[str] = field(default_factory=list)
     packages: list[Package] = field(default_factory=list)
+    test_instance: BuilderHost | None = None
 
     @property
     def artifact_id(self) -> str:
@@ -381,6 +388,9 @@ def make_plan(
             f"SSH key file {options.key_file!r} does not exist",
             hint="pass the path of a private key (its public half is uploaded as the builder's temporary key pair), or omit it to use a generated key",
         )
+    if options.keep_test_instance and not options.verify:
+        raise ConfigError("--keep-test-instance keeps the test stage's instance, and --skip-verify skips that stage",
+                          hint="drop one of the two")
     if options.wait_attempts < 1 or options.ssh_attempts < 1:
         raise ConfigError("wait_attempts and ssh_attempts must be at least 1")
     if options.wait_delay < 0 or options.ssh_delay < 0:
@@ -416,4 +426,5 @@ def make_plan(
         ssh_private=options.ssh_private,
         trust_source_owner=options.trust_source_owner,
         verify=options.verify,
+        keep_test_instance=options.keep_test_instance,
     )

@@ -1,11 +1,14 @@
 """The simulation, brought up once per test session (the expensive part), torn down at the end.
 
-The session's instance is what a user of the AMI gets: the session first runs the real build
-(`invoke build.ami --sim --public`: a builder provisioned over SSH, scrubbed, audited, imaged),
-then launches an instance of that AMI with a ``#cloud-config`` user-data (:data:`USER_DATA`, which
-cloud-init acts on at the first boot of each instance, as a user's would). So OpenStack is provisioned once per session, and every
-sim test checks an instance of a built image. The build's output is kept in
-``build/test-session-build.log`` (follow it with ``tail -f`` while the session starts).
+The session's instance is what a user of the AMI gets: the session runs the real build
+(`invoke build.ami --sim --public --keep-test-instance`: a builder provisioned over SSH, scrubbed,
+audited, imaged, then the test stage: a new instance of the image ready, its console read,
+rebooted, ready again) and keeps the test stage's instance as the sim's instance, so CI boots the
+AMI no more often than it would without a test stage (issue 16, point 7). OpenStack is provisioned
+once per session, and every sim test checks an instance of a built image. That instance has no
+user-data; test_yy's new instance of the AMI gets a ``#cloud-config`` (:data:`USER_DATA`, which
+cloud-init acts on at the first boot of each instance, as a user's would). The build's output is
+kept in ``build/test-session-build.log`` (follow it with ``tail -f`` while the session starts).
 
 The session takes over the machine's sim: any sim already running is replaced (with
 ``COA_TEST_REUSE_SIM=1``, a ready one is used as it is and left running).
@@ -71,9 +74,9 @@ class SimHandle:
         """boto3 EC2 client on the sim's moto."""
         return self._sim.ec2()
 
-    def up(self, ami: str | None = None) -> dict[str, Any]:
-        """A new instance (from ``ami`` when given); returns when ready."""
-        return self._sim.up(ami=ami)
+    def up(self, ami: str | None = None, user_data: str | None = None) -> dict[str, Any]:
+        """A new instance (from ``ami`` when given, with ``user_data``); returns when ready."""
+        return self._sim.up(ami=ami, user_data=user_data)
 
     def reboot(self, wait: bool = True) -> dict[str, Any]:
         """Same instance, same IP; returns when ready (or at once with ``wait=False``)."""
@@ -122,14 +125,14 @@ AMI_LINE = re.compile(r"^us-east-1: (ami-[0-9a-f]+)$", re.M)
 
 
 def build_ami() -> dict[str, Any]:
-    """Run the real task, `invoke build.ami --sim --public`; its AMI id and output."""
+    """Run the real task, `invoke build.ami --sim --public --keep-test-instance`; its AMI id and output."""
     BUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
     with BUILD_LOG.open("w") as out:
-        r = subprocess.run([sys.executable, "-m", "invoke", "build.ami", "--sim", "--public"],
+        r = subprocess.run([sys.executable, "-m", "invoke", "build.ami", "--sim", "--public", "--keep-test-instance"],
                            stdout=out, stderr=subprocess.STDOUT, text=True)
     built = last_build()
     if r.returncode != 0 or built is None:
-        pytest.fail(f"`invoke build.ami --sim --public` failed (exit {r.returncode}); "
+        pytest.fail(f"`invoke build.ami --sim --public --keep-test-instance` failed (exit {r.returncode}); "
                     f"its output is in {BUILD_LOG}:\n{BUILD_LOG.read_text()[-4000:]}")
     return built
 
@@ -153,7 +156,9 @@ def sim(docker_client: Any) -> Iterator[SimHandle]:
         return
     s.down(keep_amis=False)  # the session's AMIs are its own: none from before
     built = build_ami()
-    s = Sim(Settings(), log=print)  # the state the build left (network, daemon, its AMI)
-    s.up(ami=built["ami"], user_data=USER_DATA)
+    s = Sim(Settings(), log=print)  # the state the build left: network, daemon, its AMI, its tested instance
+    status = s.status()
+    if not (status.get("ready") and status.get("ami_id") == built["ami"]):
+        pytest.fail(f"the build's kept test instance is not the sim's ready instance of {built['ami']}: {status}")
     yield SimHandle(s, built)
     Sim(Settings(), log=print).down(keep_amis=False)

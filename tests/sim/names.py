@@ -14,6 +14,20 @@ from typing import Any
 
 from provision import hostname
 
+#: The metadata service's latest API, as a client inside the instance asks it.
+IMDS = "http://169.254.169.254/latest"
+
+
+def imds_get(target: Any, path: str, check: bool = True) -> str:
+    """Read one metadata path from inside the instance with IMDSv2, as any client there would
+    (``check=False``: the HTTP status code instead of the body)."""
+    fetch = "curl -sf -m 3" if check else "curl -s -m 3 -o /dev/null -w '%%{http_code}'"
+    script = (
+        "t=$(curl -sf -m 3 -X PUT %s -H 'X-aws-ec2-metadata-token-ttl-seconds: 60') && "
+        f"{fetch} -H \"X-aws-ec2-metadata-token: $t\" %s"
+    )
+    return str(target.run(script, f"{IMDS}/api/token", f"{IMDS}/{path}").stdout)
+
 
 def describe(sim: Any) -> dict[str, Any]:
     """moto's description of the sim's current instance."""

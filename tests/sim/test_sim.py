@@ -12,21 +12,11 @@ import pytest
 
 from provision.target import from_spec
 from sim.state import SimState
-from tests.sim.conftest import RUNCMD_FILE, USER_DATA, USER_DATA_FILE
-from tests.sim.names import assert_cloud_init_done_and_names_ours, cloud_init_result
+from tests.sim.conftest import USER_DATA_FILE
+from tests.sim.names import IMDS, assert_cloud_init_done_and_names_ours, cloud_init_result, imds_get
 
 pytestmark = pytest.mark.docker
 
-IMDS = "http://169.254.169.254/latest"
-
-
-def imds_get(target: Any, path: str) -> str:
-    """Read one metadata path from inside the instance with IMDSv2, as any client there would."""
-    script = (
-        "t=$(curl -sf -m 3 -X PUT %s -H 'X-aws-ec2-metadata-token-ttl-seconds: 60') && "
-        "curl -sf -m 3 -H \"X-aws-ec2-metadata-token: $t\" %s"
-    )
-    return target.run(script, f"{IMDS}/api/token", f"{IMDS}/{path}").stdout
 
 
 def describe(sim: Any) -> dict[str, Any]:
@@ -138,10 +128,11 @@ def test_cloud_init_ran_against_the_metadata_and_left_our_names(sim: Any) -> Non
     assert key.split()[:2] == t.run("cat /home/%s/.ssh/authorized_keys", login).stdout.split()[:2]
 
 
-def test_cloud_init_acts_on_the_user_data(sim: Any) -> None:
-    """The metadata serves the RunInstances user-data; cloud-init ran its write_files and, for this instance, its runcmd."""
+def test_an_instance_without_user_data_gets_404_for_it(sim: Any) -> None:
+    """The session's instances (the build's test instance, then its relaunch) were launched without
+    user-data: 404, as on EC2; cloud-init had nothing to act on (test_yy's new instance has
+    user-data, and acts on it)."""
     t = sim.target
-    cloud_init_result(sim)  # its last stage (runcmd) has finished
-    assert imds_get(t, "user-data") == USER_DATA
-    assert t.read(USER_DATA_FILE).decode() == "written by cloud-init from the user-data\n"
-    assert t.read(RUNCMD_FILE).decode().strip() == sim.status_ids()["instance_id"]
+    cloud_init_result(sim)
+    assert imds_get(t, "user-data", check=False) == "404"
+    assert not t.exists(USER_DATA_FILE)

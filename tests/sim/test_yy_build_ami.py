@@ -17,6 +17,8 @@ from provision import tls
 from provision.ceph import cli
 from provision.openstack.identity import parse_openrc
 from tests.sim import inventory
+from tests.sim.conftest import RUNCMD_FILE, USER_DATA, USER_DATA_FILE
+from tests.sim.names import cloud_init_result, imds_get
 
 pytestmark = pytest.mark.docker
 
@@ -56,36 +58,42 @@ def test_ami_is_public_and_in_the_manifest(sim: Any, built: dict[str, Any]) -> N
     assert manifest["last_run_uuid"] == manifest["builds"][-1]["packer_run_uuid"]
 
 
-def test_builder_and_its_temporaries_are_gone(sim: Any, built: dict[str, Any], docker_client: Any) -> None:
+def by_role(sim: Any, role: str) -> list[dict[str, Any]]:
+    """The build's instances of one role (``builder``, ``test``), as moto describes them."""
+    found = sim.ec2().describe_instances(Filters=[{"Name": "tag:ceph-openstack-ami:role", "Values": [role]}])["Reservations"]
+    return [i for r in found for i in r["Instances"]]
+
+
+def test_builder_is_gone_and_only_what_the_kept_test_instance_uses_stayed(sim: Any, built: dict[str, Any], docker_client: Any) -> None:
     ec2 = sim.ec2()
-    builders = [
-        i for r in ec2.describe_instances(Filters=[{"Name": "tag-key", "Values": ["ceph-openstack-ami:build-id"]}])["Reservations"]
-        for i in r["Instances"]
-    ]
+    builders, tests = by_role(sim, "builder"), by_role(sim, "test")
     assert builders and all(i["State"]["Name"] == "terminated" for i in builders)
     for i in builders:
         assert not docker_client.containers.list(all=True, filters={"name": f"coa-sim-{i['InstanceId']}"})
+    # --keep-test-instance: its key pair and security group stay with it, and the build said so.
+    assert len(tests) == 1
     temp_keys = [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"] if k["KeyName"] != "coa-sim"]
-    assert temp_keys == []
-    groups = [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"]
-    assert groups == []
+    assert temp_keys == [tests[0]["KeyName"]]
+    groups = [g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"]
+    assert groups == [g["GroupId"] for g in tests[0]["SecurityGroups"]]
+    assert f"kept key pair {temp_keys[0]}" in built["stdout"] and f"kept security group {groups[0]}" in built["stdout"]
     assert "audit of" in built["stdout"] and ": clean" in built["stdout"]
 
 
 def test_the_image_passed_its_test_stage_before_it_was_published(sim: Any, built: dict[str, Any], docker_client: Any) -> None:
-    """The build booted an instance of the image, found it ready, rebooted it, found it ready again and
-    read its console (the password line), then terminated it, and only then made the image public."""
+    """The build booted an instance of the image, found it ready, read its console (the password
+    line), rebooted it, found it ready again, and only then made the image public; it kept that
+    instance as the session's (test_relaunch has replaced it since: terminated, container gone)."""
     out = built["stdout"]
     assert "==> Testing " + built["ami"] in out
     assert out.index("passed its test stage") < out.index(f"{built['ami']} is public in us-east-1")
-    assert "is ready again after its reboot" in out
+    assert out.index("reading its console") < out.index("rebooting it") < out.index("is ready again after its reboot")
     manifest = json.loads(MANIFEST.read_text())
     assert manifest["builds"][-1]["custom_data"]["verified"] == "true"
-    tests = [
-        i for r in sim.ec2().describe_instances(Filters=[{"Name": "tag:ceph-openstack-ami:role", "Values": ["test"]}])["Reservations"]
-        for i in r["Instances"]
-    ]
-    assert [i["ImageId"] for i in tests] == [built["ami"]] and tests[0]["State"]["Name"] == "terminated"
+    tests = by_role(sim, "test")
+    assert [i["ImageId"] for i in tests] == [built["ami"]]
+    assert f"==> Kept the tested instance {tests[0]['InstanceId']}" in out
+    assert tests[0]["State"]["Name"] == "terminated"
     assert not docker_client.containers.list(all=True, filters={"name": f"coa-sim-{tests[0]['InstanceId']}"})
 
 
@@ -110,7 +118,7 @@ def test_instances_from_the_ami_are_ready_with_their_own_secrets(sim: Any, built
     registered = sim.ec2().describe_images(ImageIds=[built["ami"]])["Images"][0]
     down = subprocess.run([sys.executable, "-m", "invoke", "sim.down"], capture_output=True, text=True)
     assert down.returncode == 0, down.stdout + down.stderr
-    status = sim.up(ami=built["ami"])
+    status = sim.up(ami=built["ami"], user_data=USER_DATA)
     assert status["ready"] is True and status["ami_id"] == built["ami"]
     now = sim.ec2().describe_images(ImageIds=[built["ami"]])["Images"][0]
     assert (now["Name"], now["Description"], now["Public"]) == (registered["Name"], registered["Description"], True)
@@ -126,3 +134,14 @@ def test_instances_from_the_ami_are_ready_with_their_own_secrets(sim: Any, built
     assert len(compared) >= 30 and not [n for n in first_items if "bootstrap" in n]
     assert inventory.shared(first_items, second_items) == []
     assert inventory.shared(baked, first_items) == [] and inventory.shared(baked, second_items) == []
+
+
+def test_a_new_instance_acts_on_its_user_data(sim: Any) -> None:
+    """The instance test_instances_from_the_ami_are_ready_with_their_own_secrets launched with a
+    ``#cloud-config``: the metadata serves it and cloud-init ran its write_files and, for this
+    instance, its runcmd (issue 16, point 2)."""
+    t = sim.target
+    cloud_init_result(sim)  # its last stage (runcmd) has finished
+    assert imds_get(t, "user-data") == USER_DATA
+    assert t.read(USER_DATA_FILE).decode() == "written by cloud-init from the user-data\n"
+    assert t.read(RUNCMD_FILE).decode().strip() == sim.status_ids()["instance_id"]

@@ -15,7 +15,7 @@ from provision.ec2.plan import BuilderHost
 from provision.ec2.verify import Booted, console_tail, findings, wait_console_line, wait_rebooted
 from provision.exceptions import ConnectError, ImageTestFailed, ProvisionError
 
-from .helpers import REGION, TEST_CONSOLE, clients_with, inventory, options, passing_test_stage, run_build
+from .helpers import REGION, TEST_CONSOLE, client_error, clients_with, inventory, options, passing_test_stage, run_build
 
 HOST = BuilderHost("i-0123", REGION, None, "10.0.0.5", "", "admin", "/k")
 
@@ -105,6 +105,46 @@ def test_the_console_is_read_again_until_the_line_is_posted() -> None:
     assert waits == [5.0, 5.0] and posted == ["never read"]
     assert wait_console_line(lambda iid: "login:\n", "i-1", attempts=3, sleep=waits.append, delay=1.0) == "login:\n"
     assert waits == [5.0, 5.0, 1.0, 1.0]  # three reads, two waits between them, then the last read is returned
+
+
+def test_a_kept_test_instance_stays_running_with_its_group_key_pair_and_key(tmp_path: Path, ec2: Any, source_ami: str) -> None:
+    before = inventory()
+    logs: list[str] = []
+    result = run_build(options(tmp_path, public=True, keep_test_instance=True), log=logs.append)
+    kept = result.test_instance
+    assert kept is not None
+    inst = ec2.describe_instances(InstanceIds=[kept.instance_id])["Reservations"][0]["Instances"][0]
+    assert inst["State"]["Name"] == "running" and inst["ImageId"] == result.ami_ids[REGION]
+    after = inventory()[REGION]
+    assert after["instances"] == sorted([*before[REGION]["instances"], kept.instance_id])  # the builder is gone, the test instance is not
+    groups = [g["GroupId"] for g in inst["SecurityGroups"]]
+    assert len(groups) == 1 and inst["KeyName"] in after["key_pairs"]
+    assert ec2.describe_security_groups(GroupIds=groups)["SecurityGroups"]
+    assert Path(kept.key_path).is_file()  # the temporary private key that logs in to it
+    assert any(line.startswith(f"==> Kept the tested instance {kept.instance_id}") and "ssh -i" in line for line in logs)
+    assert any("kept security group" in line and "delete-security-group" in line for line in logs)
+    assert json.loads(Path(result.manifest_path).read_text())["builds"][-1]["custom_data"]["verified"] == "true"
+
+
+def test_a_build_that_fails_after_its_test_stage_keeps_no_test_instance(tmp_path: Path, ec2: Any, source_ami: str) -> None:
+    before = inventory()
+
+    def refuse(params: Any, **kw: Any) -> None:
+        if "LaunchPermission" in params:
+            raise client_error("UnauthorizedOperation", "ModifyImageAttribute")
+
+    clients = clients_with(("*", "before-parameter-build.ec2.ModifyImageAttribute", refuse))
+    with pytest.raises(ProvisionError):
+        run_build(options(tmp_path, public=True, keep_test_instance=True), clients=clients)
+    assert inventory() == before  # the test instance went with everything else
+
+
+def test_keeping_the_test_instance_without_a_test_stage_is_refused(tmp_path: Path) -> None:
+    from provision.ec2.plan import make_plan
+    from provision.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="--skip-verify"):
+        make_plan(options(tmp_path, keep_test_instance=True, verify=False), available_regions=[REGION])
 
 
 def test_findings_name_each_failure() -> None:
