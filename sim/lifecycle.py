@@ -182,10 +182,7 @@ class Sim:
         except Exception as e:  # best effort: the removal matters more
             self.log(f"(the failed instance's journal could not be read: {e})")
             return
-        FAILED_UP_LOG.parent.mkdir(parents=True, exist_ok=True)
-        FAILED_UP_LOG.touch(mode=0o600)
-        FAILED_UP_LOG.chmod(0o600)
-        FAILED_UP_LOG.write_text(journal)
+        clouds.write_private(FAILED_UP_LOG, journal)
         self.log(f"its journal is in {FAILED_UP_LOG}")
 
     def _provision_and_wait(self) -> dict[str, Any]:
