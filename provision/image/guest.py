@@ -8,7 +8,8 @@ modules, not built in, in Debian's cloud kernel) in dependency order, brings up 
 and ``eth0``, starts busybox ``udhcpc`` on ``eth0`` in the background (retrying until a
 DHCP server answers; its script configures address and default route and prints one
 line starting with :data:`ADDRESS_LINE_PREFIX` on the console) and hands over to busybox
-init, which runs a getty with ``login:`` on ``ttyS0``.
+init, which runs a getty with ``login:`` on ``ttyS0``. In the background, too, it reads the
+server's SSH key from Nova's config drive and starts Dropbear (:mod:`provision.image.guest_ssh`).
 
 The packages are downloaded with ``apt-get download`` and unpacked in a scratch
 directory (nothing is installed, nothing stays in the image); the module dependencies
@@ -32,6 +33,7 @@ from typing import Iterable, Mapping, Sequence
 
 from ..settings import Settings
 from ..target import Target, command_line
+from .guest_ssh import CONFIG_DRIVE_MODULES, DEPENDS_ONLY, GUEST_INTERP, KEYS_SCRIPT, SSH_PACKAGE, dropbear_files, parse_depends, render_keys_script, render_ssh_start
 
 #: Scratch directory on the target (removed by :func:`clean`).
 WORK = "/var/tmp/coa-guest"
@@ -42,11 +44,14 @@ SECTOR = 512
 PART_TYPE = 0x0E
 KERNEL_META = "linux-image-cloud-amd64"
 TOOL_PACKAGES = ("busybox-static", "syslinux", "syslinux-common", "mtools", "dosfstools")
-DESCRIPTION = "cephdemo guest: Debian cloud kernel + busybox initramfs, DHCP on eth0, login on ttyS0 (built offline)"
+DESCRIPTION = ("cephdemo guest: Debian cloud kernel + busybox initramfs, DHCP on eth0, login on ttyS0, "
+               "SSH (Dropbear, the key pair's key from the config drive; built offline)")
 BANNER = "cephdemo guest (ceph-openstack-ami): booted from a Ceph RBD volume"
 #: The NIC Nova gives the guest is virtio-net on PCI (Debian 12's cloud kernel has both drivers as modules).
 NIC_MODULES = ("virtio_pci", "virtio_net")
 NIC = "eth0"
+#: The boot volume as ``/dev/vda`` in the guest (its ``serial`` is the Cinder volume's id).
+DISK_MODULES = ("virtio_blk",)
 #: Where /init finds the (uncompressed) modules inside the initramfs, one flat directory.
 INITRD_MODULE_DIR = "/lib/modules"
 UDHCPC_SCRIPT = "/etc/udhcpc.script"
@@ -59,13 +64,14 @@ MODULE_SUFFIXES = {".ko": None, ".ko.xz": "xz", ".ko.gz": "gzip", ".ko.zst": "zs
 
 
 def render_init(banner: str = BANNER, modules: Sequence[str] = ()) -> str:
-    """The initramfs ``/init``: pseudo filesystems, busybox applets, a banner, the NIC, then busybox init.
+    """The initramfs ``/init``: pseudo filesystems, busybox applets, a banner, the NIC, SSH, then busybox init.
 
     ``modules`` are module names in load order (dependencies first); each is
     ``{INITRD_MODULE_DIR}/NAME.ko``. A module that fails to load is reported and skipped, so
     the login prompt comes up whatever the network does. udhcpc runs in the foreground of a
     background loop: it retries by itself forever, and the loop restarts it should it exit
-    (e.g. ``eth0`` not there yet); nothing of it delays busybox init and the getty.
+    (e.g. ``eth0`` not there yet); nothing of it delays busybox init and the getty, nor does
+    the SSH start (key from the config drive, host key, Dropbear), also in the background.
     """
     dhcp = (
         f"udhcpc -f -i {NIC} -s {UDHCPC_SCRIPT} -t {DHCP_DISCOVERS} -T {DHCP_DISCOVER_INTERVAL_S} "
@@ -77,6 +83,8 @@ def render_init(banner: str = BANNER, modules: Sequence[str] = ()) -> str:
         "/bin/busybox mount -t proc proc /proc",
         "/bin/busybox mount -t sysfs sysfs /sys",
         "/bin/busybox mount -t devtmpfs devtmpfs /dev",
+        "/bin/busybox mkdir -p /dev/pts",
+        "/bin/busybox mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts",
         "/bin/busybox --install -s",
         "hostname cephdemo-guest",
         f"echo '{banner}'",
@@ -84,6 +92,7 @@ def render_init(banner: str = BANNER, modules: Sequence[str] = ()) -> str:
         "# the NIC: its drivers, dependencies first",
     ]
     lines += [f"insmod {INITRD_MODULE_DIR}/{m}.ko || echo 'cephdemo-guest: cannot load module {m}'" for m in modules]
+    lines += ["# SSH in the background: the key from the config drive, this boot's host key, Dropbear", render_ssh_start()]
     lines += [
         "ip link set lo up",
         f"i=0; while [ ! -e /sys/class/net/{NIC} ] && [ $i -lt 20 ]; do usleep 100000; i=$((i + 1)); done",
@@ -144,8 +153,13 @@ def render_inittab() -> str:
 
 
 def render_passwd() -> str:
-    """Accounts of the guest: root, locked (the prompt is a demonstration; no password is shipped)."""
+    """Accounts of the guest: root without a password (none is shipped): it logs in with the server's key only."""
     return "root:*:0:0:root:/root:/bin/sh\n"
+
+
+def render_nsswitch() -> str:
+    """glibc's name service (Dropbear looks the user up): local files only."""
+    return "passwd: files\ngroup: files\nshadow: files\nhosts: files\n"
 
 
 def render_group() -> str:
@@ -279,7 +293,9 @@ def build(target: Target, settings: Settings, work: str = WORK) -> tuple[str, st
     target.run(["install", "-d", "-m", "0755", work, f"{work}/debs", x, root])
     target.run(["chown", "_apt", f"{work}/debs"], check=False)  # apt downloads as _apt when it can
     kernel_pkg = _kernel_package(target)
-    target.run("cd %s && timeout -k 5 600 apt-get download -q %s %s %s %s %s %s", f"{work}/debs", kernel_pkg, *TOOL_PACKAGES)
+    ssh_pkgs = [SSH_PACKAGE, *parse_depends(target.run(["apt-cache", "depends", *DEPENDS_ONLY, SSH_PACKAGE], timeout=60).stdout)]
+    packages = [kernel_pkg, *TOOL_PACKAGES, *ssh_pkgs]
+    target.run("cd %s && timeout -k 5 600 apt-get download -q" + " %s" * len(packages), f"{work}/debs", *packages)
     target.run("for d in %s/*.deb; do dpkg-deb -x \"$d\" %s || exit 1; done", f"{work}/debs", x)
     kernel = target.run("ls %s/boot/vmlinuz-* | head -n 1", x).stdout.strip()
     busybox = f"{x}/bin/busybox"
@@ -288,16 +304,26 @@ def build(target: Target, settings: Settings, work: str = WORK) -> tuple[str, st
     moddir = f"{x}/lib/modules/{kver}"
     target.run([busybox, "depmod", "-b", x, kver], timeout=120)
     builtin = target.read(f"{moddir}/modules.builtin").decode() if target.exists(f"{moddir}/modules.builtin") else ""
-    order = module_load_order(parse_modules_dep(target.read(f"{moddir}/modules.dep").decode()), NIC_MODULES, builtin.split())
+    wanted = (*NIC_MODULES, *DISK_MODULES, *CONFIG_DRIVE_MODULES)
+    order = module_load_order(parse_modules_dep(target.read(f"{moddir}/modules.dep").decode()), wanted, builtin.split())
     # initramfs
     for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "run", "root", "usr/bin", "usr/sbin", INITRD_MODULE_DIR.lstrip("/")):
         target.run(["install", "-d", f"{root}/{d}"])
     target.run(["cp", busybox, f"{root}/bin/busybox"])
     for path in order:
         target.run(module_copy_command(f"{moddir}/{path}", f"{root}{INITRD_MODULE_DIR}/{module_name(path)}.ko", busybox), timeout=60)
+    ssh_files = dropbear_files(target, x)
+    for src, dst in ssh_files:
+        target.run(["install", "-d", f"{root}{posixpath.dirname(dst)}"])
+        target.run(["cp", "-L", src, f"{root}{dst}"])
+    target.run(["install", "-d", f"{root}{posixpath.dirname(GUEST_INTERP)}"])
+    target.run(["ln", "-sf", ssh_files[-1][1], f"{root}{GUEST_INTERP}"])
+    target.run(["chmod", "0700", f"{root}/root"])
     target.put(f"{root}/init", render_init(modules=[module_name(p) for p in order]), 0o755)
     target.put(f"{root}{UDHCPC_SCRIPT}", render_udhcpc_script(), 0o755)
-    for name, text in (("inittab", render_inittab()), ("passwd", render_passwd()), ("group", render_group()), ("issue", render_issue())):
+    target.put(f"{root}{KEYS_SCRIPT}", render_keys_script(), 0o755)
+    for name, text in (("inittab", render_inittab()), ("passwd", render_passwd()), ("group", render_group()), ("issue", render_issue()),
+                       ("nsswitch.conf", render_nsswitch()), ("shells", "/bin/sh\n")):
         target.put(f"{root}/etc/{name}", text, 0o644)
     target.run("cd %s && find . | %s cpio -o -H newc 2>/dev/null | gzip -9 > %s", root, busybox, f"{work}/initrd.img")
     # the FAT partition: syslinux, kernel, initramfs
@@ -319,7 +345,7 @@ def build(target: Target, settings: Settings, work: str = WORK) -> tuple[str, st
     sizes = target.run("du -k --apparent-size %s %s %s | awk '{print $1}'", f"{work}/vmlinuz", f"{work}/initrd.img", disk).stdout.split()
     summary = (
         f"built {DISK_MIB} MiB guest disk ({kernel_pkg}: kernel {int(sizes[0]) // 1024} MiB, "
-        f"busybox initramfs {int(sizes[1])} KiB with {len(order)} NIC modules) in {time.monotonic() - start:.1f}s"
+        f"busybox initramfs {int(sizes[1])} KiB with {len(order)} modules and Dropbear) in {time.monotonic() - start:.1f}s"
     )
     return disk, summary
 
