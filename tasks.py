@@ -127,9 +127,10 @@ def up(c, ami=None, profile=None, instance_type=None, imdsv2_required=False, use
 
 
 def _print_reach(sim: Any, status: dict[str, Any]) -> None:
-    from sim.reach import reach_lines
+    from sim.reach import demo_server_record, reach_lines
 
-    print("\n".join(reach_lines(status, sim.settings, str(sim.state.key_path), sim.login_user())))
+    guest = demo_server_record(sim.target(), sim.settings) if status.get("state") == "running" else None
+    print("\n".join(reach_lines(status, sim.settings, str(sim.state.key_path), sim.login_user(), guest)))
 
 
 def _read_user_data(path: str | None) -> str | None:

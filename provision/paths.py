@@ -20,6 +20,8 @@ AGENT_PYTHON = "/usr/bin/python3"
 LAST_METADATA_NAME = "last-metadata.json"
 #: Under ``run_dir`` (per boot): the metadata service did not answer a job's whole bound at this boot.
 METADATA_DOWN_NAME = "metadata-down"
+#: The demo server this instance booted (id, guest address, key pair), under ``state_dir``: how to reach it.
+DEMO_SERVER_NAME = "demo-server.json"
 #: The boot jobs' outcomes (one JSON line per run), under ``state_dir``.
 BOOT_LOG_NAME = "boot-log.jsonl"
 

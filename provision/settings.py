@@ -86,6 +86,8 @@ class OpenStackSettings:
     flavor_ram_mib: int = 256
     flavor_vcpus: int = 1
     server_name: str = "cephdemo-server"
+    #: The Nova key pair the demo server is booted with: the EC2 instance's own public key.
+    keypair_name: str = "cephdemo-key"
 
 
 @dataclass(frozen=True)

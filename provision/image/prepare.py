@@ -4,8 +4,8 @@ One function for both worlds: ``build.ami`` calls it over SSH on a real EC2 buil
 the simulation's builder alike. The order, and why:
 
 1. **provision** the builder;
-2. **scrub** (the build's OpenStack passwords, then :class:`~provision.image.scrub.ScrubStep`)
-   while the services still run (what they hold in memory is renewed at every first boot);
+2. **scrub** (the builder's demo server and key pair, the build's OpenStack passwords, then
+   :class:`~provision.image.scrub.ScrubStep`) while the services still run (what they hold in memory is renewed at every first boot);
 3. **quiesce** (:class:`~provision.image.quiesce.QuiesceStep`): every service of the image that
    writes is stopped, the journal moved to ``/run``;
 4. **scrub** again: what the services wrote while running and stopping (logs, journal,
@@ -29,7 +29,7 @@ from ..steps import Log, run_steps
 from ..target import Target
 from .audit import CLUSTER_KEYRINGS, AuditReport, audit, require_clean
 from .quiesce import QuiesceStep
-from .scrub import ScrubStep, ServicePasswordsStep
+from .scrub import DemoServerStep, ScrubStep, ServicePasswordsStep
 
 #: The service databases the first boot of every instance renews the credentials of: MariaDB's
 #: users and the services' passwords (``coa-openstack-secrets``), RabbitMQ's user (its definitions,
@@ -66,6 +66,6 @@ def prepare_image(target: Target, settings: Settings, profile: str, log: Log = p
         AuditFailed: the final audit found something that must not be in a public image.
     """
     provision(target, settings, profile, log=log)
-    run_steps(target, settings, [ServicePasswordsStep(), ScrubStep()], log)
+    run_steps(target, settings, [DemoServerStep(), ServicePasswordsStep(), ScrubStep()], log)
     run_steps(target, settings, [QuiesceStep(profile), ScrubStep()], log)
     return final_audit(target, settings, log)

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..exceptions import ProvisionError
+from ..openstack.api import agent
 from ..settings import Settings
 from ..steps import StepResult
 from ..target import Target, command_line
@@ -414,6 +415,21 @@ class ScrubStep:
 def blank_service_passwords(text: str) -> str:
     """The config text with every password option, every ``user:password@`` in a URL and a Django key emptied."""
     return DJANGO_KEY_RE.sub(r"\1''", URL_PASSWORD_RE.sub(r"\1\2", PASSWORD_OPTION_RE.sub(r"\1", text)))
+
+
+class DemoServerStep:
+    """Scrub step (while the services run): the builder's demo server and Nova key pair go.
+
+    The server's config drive holds the builder's public key, and Nova would start the
+    server again at an instance's first boot; every instance boots its own, with its own key.
+    """
+
+    name = "scrub.demo-server"
+
+    def apply(self, target: Target, settings: Settings) -> StepResult:
+        """Delete the demo server(s) and the key pair through Nova (``python3 -m provision.openstack forget-demo-server``)."""
+        r = agent(target, "forget-demo-server")
+        return StepResult(self.name, bool(r.get("changed")), str(r.get("detail", "")))
 
 
 class ServicePasswordsStep:

@@ -24,7 +24,7 @@ from .identity import admin_cloud, ensure_keystone_resources
 from .image import image_id, register_image
 from .network import ensure_network
 from .secrets import require_secrets
-from .server import ensure_flavor
+from .server import ensure_flavor, forget_demo_server
 from .volume import wait_apis
 
 
@@ -49,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("wait-compute", help="wait until nova-compute is up and mapped and Neutron's agents are alive")
     w.add_argument("--timeout", type=float, default=300)
     sub.add_parser("network", help="the guests' network, subnet and the demo flavor (once)")
+    sub.add_parser("forget-demo-server", help="delete the demo server(s) and key pair (before imaging)")
     return p
 
 
@@ -75,6 +76,9 @@ def run(args: argparse.Namespace, settings: Settings, target: Target) -> dict[st
     if args.cmd == "network":
         did = ensure_network(cloud, settings) + ensure_flavor(cloud, settings)
         return {"changed": bool(did), "detail": "; ".join(did) or "network, subnet and flavor exist"}
+    if args.cmd == "forget-demo-server":
+        did = forget_demo_server(target, cloud, settings)
+        return {"changed": bool(did), "detail": "; ".join(did) or "no demo server, no key pair"}
     if args.cmd == "image-status":
         return {"id": image_id(cloud, args.name)}
     changed, iid = register_image(cloud, args.name, args.file, args.description)

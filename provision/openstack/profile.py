@@ -95,6 +95,8 @@ _COMMON_PACKAGES = (
     "openstack-dashboard-apache",
     # The boot job coa-tls makes this instance's key and certificate with it (provision/tls.py).
     "openssl",
+    # nova-compute writes the demo server's config drive (its SSH key) with it (mkisofs_cmd).
+    "genisoimage",
 )
 
 

@@ -2,7 +2,11 @@
 on the guests' network with the demo flavor; planned as a table (:func:`plan_demo_server`),
 kept running at every boot (:func:`ensure_demo_server`), checked by :func:`demo_server_state`.
 
-It uses every service: Nova boots it, Neutron gives it its port, Cinder its root disk.
+It uses every service: Nova boots it, Neutron gives it its port, Cinder its root disk. It is
+booted with a config drive and the instance's key pair (:mod:`provision.openstack.keypair`),
+so its owner logs in over SSH through the instance; :data:`~provision.paths.DEMO_SERVER_NAME`
+records its address. Before imaging, :func:`forget_demo_server` removes the builder's server
+and key pair: a new instance boots its own.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from ..paths import LAST_METADATA_NAME
+from ..paths import DEMO_SERVER_NAME, LAST_METADATA_NAME
 from ..settings import Settings
 from ..steps import Log, StepResult
 from ..target import Target
 from .api import Cloud, OpenStackError, required, say, session
 from .compute import wait_compute
+from .keypair import delete_keypair, ensure_keypair
 from .network import network_id
 from .secrets import require_secrets
 from .volume import list_volumes
@@ -161,6 +166,8 @@ def ensure_demo_server(target: Target, settings: Settings, info: Any, log: Log =
             server = cloud.call("GET", f"{cloud.nova}/servers/{plan.keep}")["server"]
             if server.get("status") == "ACTIVE":
                 detail = f"{o.server_name} is server {plan.keep}, ACTIVE"
+                if record_demo_server(target, settings, server):
+                    log(f"{o.server_name}: guest address {server_address(server)}, key pair {server.get('key_name') or 'none'}")
                 if created or did:
                     return StepResult("openstack.demo-server", True, f"{detail} ({'; '.join(did)})", time.monotonic() - start)
                 log(f"unchanged: {detail}")
@@ -177,6 +184,8 @@ def ensure_demo_server(target: Target, settings: Settings, info: Any, log: Log =
                     did.append(f"released volume {v['id']} from a deleted server")
             vols = [v for v in all_vols if v.get("status") == "available"]
             if vols:
+                key_name, kdid = ensure_keypair(cloud, o.keypair_name, getattr(info, "openssh_key", None))
+                did += kdid
                 body = {"server": {
                     "name": o.server_name,
                     "flavorRef": flavor_id(cloud, settings),
@@ -184,12 +193,65 @@ def ensure_demo_server(target: Target, settings: Settings, info: Any, log: Log =
                     "block_device_mapping_v2": [{"boot_index": 0, "uuid": vols[0]["id"], "source_type": "volume",
                                                  "destination_type": "volume", "delete_on_termination": False}],
                     "metadata": {INSTANCE_KEY: instance_id},
+                    # The guest reads its key from the config drive (no metadata service runs).
+                    "config_drive": True,
+                    **({"key_name": key_name} if key_name else {}),
                 }}
                 server = cloud.call("POST", f"{cloud.nova}/servers", body, headers=NOVA_MICROVERSION)["server"]
                 created += 1
                 log(f"booting server {server['id']} ({o.server_name}) from volume {vols[0]['id']}")
                 did.append(f"booted {server['id']} from volume {vols[0]['id']}")
         time.sleep(1.0)
+
+
+def server_address(server: Mapping[str, Any]) -> str | None:
+    """The first IPv4 address of a server (Nova's ``addresses``), or None."""
+    for entries in (server.get("addresses") or {}).values():
+        for a in entries:
+            if a.get("version") == 4 and a.get("addr"):
+                return str(a["addr"])
+    return None
+
+
+def render_demo_server_record(server: Mapping[str, Any]) -> str:
+    """The JSON of :data:`~provision.paths.DEMO_SERVER_NAME`: id, guest address, key pair (nothing secret)."""
+    return json.dumps({"id": server.get("id"), "address": server_address(server), "key_name": server.get("key_name")}, sort_keys=True) + "\n"
+
+
+def record_demo_server(target: Target, settings: Settings, server: Mapping[str, Any]) -> bool:
+    """Write :data:`~provision.paths.DEMO_SERVER_NAME` for ``server`` (0644); True when it changed."""
+    path = posixpath.join(settings.state_dir, DEMO_SERVER_NAME)
+    text = render_demo_server_record(server)
+    if target.exists(path) and target.read(path).decode() == text:
+        return False
+    target.put(path, text, 0o644)
+    return True
+
+
+def forget_demo_server(target: Target, cloud: Cloud, settings: Settings, timeout: float = 300) -> list[str]:
+    """Delete every demo server and the key pair, and the record; wait until Nova has let go of them.
+
+    Before imaging: the builder's server (its config drive holds the builder's public key) and
+    key pair must not be in a public image; the first boot of every instance boots its own.
+    """
+    o = settings.openstack
+    did = []
+    for s in list_servers(cloud, o.server_name):
+        cloud.call("DELETE", f"{cloud.nova}/servers/{s['id']}", ok=(204, 404, 409))
+        did.append(f"deleted server {s['id']}")
+    deadline = time.monotonic() + timeout
+    while (left := list_servers(cloud, o.server_name)) and time.monotonic() < deadline:
+        time.sleep(1.0)
+    if left:
+        raise OpenStackError(f"{o.server_name}: {len(left)} server(s) still there {timeout:.0f}s after their deletion",
+                             hint="see `journalctl -u nova-compute`")
+    if delete_keypair(cloud, o.keypair_name):
+        did.append(f"deleted key pair {o.keypair_name}")
+    record = posixpath.join(settings.state_dir, DEMO_SERVER_NAME)
+    if target.exists(record):
+        target.run(["rm", "-f", record])
+        did.append(f"removed {record}")
+    return did
 
 
 def demo_server_state(cloud: Cloud, settings: Settings, target: Target) -> tuple[bool, str]:

@@ -102,6 +102,11 @@ class SimHandle:
         """The login user cloud-init made on the instance (``admin`` on Debian 12)."""
         return str(self._sim.login_user())
 
+    @property
+    def key_path(self) -> str:
+        """The private key of the sim's EC2 key pair (the instances are launched with it)."""
+        return str(self._sim.state.key_path)
+
     def status_ids(self) -> dict[str, Any]:
         """The current instance's ids, without running the readiness checks."""
         return {"instance_id": self._sim.state.instance_id, "container": self._sim.state.container}

@@ -2,7 +2,8 @@
 
 Needs the ``sim`` session fixture (tests/sim/conftest.py). Checked as the owner would:
 ``openstack server list/show``, ``openstack console log show`` and ``ping`` inside the
-instance; the dashboard from the host over HTTPS, with Debian's headless Chromium driven by
+instance; ``ssh`` from the host through the instance into the demo server, with the key of the
+instance's EC2 key pair (the line ``sim.up`` prints); the dashboard from the host over HTTPS, with Debian's headless Chromium driven by
 Selenium, after Python's ``ssl`` checked that port 443 serves the instance's own certificate
 (tests/sim/test_tls.py checks it against the fingerprint the console printed).
 """
@@ -13,15 +14,18 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 from typing import Any
 
 import pytest
 
 from provision import tls
-from provision.image import guest
+from provision.image import guest, guest_ssh
 from provision.openstack.identity import parse_openrc
 from provision.openstack.ini import parse_ini
+from provision.openstack.keypair import key_identity
+from sim.reach import demo_server_record, guest_ssh_argv
 from tests.sim.test_openstack import boot_volumes, cli, cli_json
 from tests.sim.test_tls import fingerprint, tls_request
 
@@ -93,6 +97,44 @@ def test_guest_gets_an_address_by_dhcp_and_the_instance_reaches_it(sim: Any) -> 
     assert m.group(1) in json.dumps(server["addresses"])
     ping = sim.target.run(["ping", "-c", "3", "-W", "2", m.group(1)], check=False)
     assert ping.ok, ping.stdout + ping.stderr
+
+
+#: Both hops: no known-hosts file (the guest makes a new host key at every boot), no prompt, only the key given.
+SSH_OPTIONS = ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "BatchMode=yes", "IdentitiesOnly=yes",
+               "ConnectTimeout=30", "LogLevel=ERROR")
+
+
+def ssh_to_guest(sim: Any, command: str, guest_key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in the demo server over ssh from the host, through the instance (as ``sim.up``'s line does)."""
+    record = demo_server_record(sim.target, sim.settings)
+    assert record and record.get("address"), record
+    ip = sim.status()["private_ip"]
+    argv = guest_ssh_argv(sim.key_path, sim.login_user(), ip, str(record["address"]), SSH_OPTIONS, guest_key)
+    return subprocess.run([*argv, command], capture_output=True, text=True, timeout=180)
+
+
+def test_the_owner_logs_in_to_the_demo_server_with_the_instances_key_through_the_instance(sim: Any) -> None:
+    text = console_log(sim, guest_ssh.HOST_KEY_LINE_PREFIX)
+    assert guest_ssh.KEY_LINE_PREFIX + "ssh-" in text, text[-800:]
+    server = demo_servers(sim)[0]
+    record = demo_server_record(sim.target, sim.settings)
+    assert record is not None and record["id"] == server["ID"], record
+    assert record["key_name"] == sim.settings.openstack.keypair_name
+    r = ssh_to_guest(sim, "hostname; cat /sys/block/vda/serial; echo; cat /root/.ssh/authorized_keys")
+    assert r.returncode == 0, r.stderr
+    host, serial, key = r.stdout.splitlines()[:3]
+    assert host == "cephdemo-guest"
+    # Nova gives the volume's id as the disk's serial (virtio-blk keeps 20 characters): the root disk is the Ceph volume.
+    assert len(serial) == 20 and boot_volumes(sim)[0]["ID"].startswith(serial), (serial, boot_volumes(sim))
+    own = subprocess.run(["ssh-keygen", "-y", "-f", sim.key_path], capture_output=True, text=True, check=True).stdout
+    assert key_identity(key) == key_identity(own)
+
+
+def test_the_demo_server_refuses_another_key(sim: Any, tmp_path: Any) -> None:
+    other = str(tmp_path / "other")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other], check=True)
+    r = ssh_to_guest(sim, "true", guest_key=other)
+    assert r.returncode == 255 and "Permission denied (publickey)" in r.stderr, (r.returncode, r.stderr)
 
 
 def uwsgi_heartbeat_drops(target: Any) -> list[str]:
