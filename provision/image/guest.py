@@ -33,7 +33,7 @@ from typing import Iterable, Mapping, Sequence
 
 from ..settings import Settings
 from ..target import Target, command_line
-from .guest_ssh import CONFIG_DRIVE_MODULES, DEPENDS_ONLY, GUEST_INTERP, KEYS_SCRIPT, SSH_PACKAGE, dropbear_files, parse_depends, render_keys_script, render_ssh_start
+from .guest_ssh import CONFIG_DRIVE_MODULES, DEPENDS_ONLY, GUEST_INTERP, GUEST_LOADER, KEYS_SCRIPT, SSH_PACKAGE, dropbear_files, parse_depends, render_keys_script, render_ssh_start
 
 #: Scratch directory on the target (removed by :func:`clean`).
 WORK = "/var/tmp/coa-guest"
@@ -313,11 +313,11 @@ def build(target: Target, settings: Settings, work: str = WORK) -> tuple[str, st
     for path in order:
         target.run(module_copy_command(f"{moddir}/{path}", f"{root}{INITRD_MODULE_DIR}/{module_name(path)}.ko", busybox), timeout=60)
     ssh_files = dropbear_files(target, x)
+    dirs = sorted({posixpath.dirname(p) for p in (*(dst for _, dst in ssh_files), GUEST_INTERP)})
+    target.run(["install", "-d", *(f"{root}{d}" for d in dirs)])
     for src, dst in ssh_files:
-        target.run(["install", "-d", f"{root}{posixpath.dirname(dst)}"])
         target.run(["cp", "-L", src, f"{root}{dst}"])
-    target.run(["install", "-d", f"{root}{posixpath.dirname(GUEST_INTERP)}"])
-    target.run(["ln", "-sf", ssh_files[-1][1], f"{root}{GUEST_INTERP}"])
+    target.run(["ln", "-sf", GUEST_LOADER, f"{root}{GUEST_INTERP}"])
     target.run(["chmod", "0700", f"{root}/root"])
     target.put(f"{root}/init", render_init(modules=[module_name(p) for p in order]), 0o755)
     target.put(f"{root}{UDHCPC_SCRIPT}", render_udhcpc_script(), 0o755)

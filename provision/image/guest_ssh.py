@@ -38,6 +38,8 @@ SSH_PROGRAMS = (("usr/sbin/dropbear", "/sbin/dropbear"), ("usr/bin/dropbearkey",
 GUEST_LIBDIR = "/lib/x86_64-linux-gnu"
 #: The dynamic loader's path as the programs name it (``PT_INTERP``).
 GUEST_INTERP = "/lib64/ld-linux-x86-64.so.2"
+#: Where the loader itself goes (``GUEST_INTERP`` is a symbolic link to it, as on Debian).
+GUEST_LOADER = f"{GUEST_LIBDIR}/{posixpath.basename(GUEST_INTERP)}"
 #: Where libraries are in the unpacked packages.
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64")
 #: The modules that make Nova's config drive readable: the IDE controller, the CD-ROM, ISO 9660.
@@ -188,7 +190,8 @@ def render_ssh_start() -> str:
 
 
 def dropbear_files(target: Target, unpacked: str) -> list[tuple[str, str]]:
-    """(file in ``unpacked``, path in the guest) for Dropbear's programs, the libraries they need and the loader.
+    """(file in ``unpacked``, path in the guest) for Dropbear's programs, the libraries they need and the loader
+    (:data:`GUEST_LOADER`; the caller links :data:`GUEST_INTERP` to it).
 
     Raises:
         ValueError: a library is missing from the unpacked packages.
@@ -207,5 +210,5 @@ def dropbear_files(target: Target, unpacked: str) -> list[tuple[str, str]]:
         raise ValueError(f"the dynamic loader {posixpath.basename(GUEST_INTERP)} is in none of the unpacked packages")
     files = [(f"{unpacked}/{src}", dst) for src, dst in SSH_PROGRAMS]
     files += [(lib, f"{GUEST_LIBDIR}/{posixpath.basename(lib)}") for lib in libs if lib != loader]
-    files.append((loader, f"{GUEST_LIBDIR}/{posixpath.basename(GUEST_INTERP)}"))
+    files.append((loader, GUEST_LOADER))
     return files
