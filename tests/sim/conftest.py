@@ -66,9 +66,9 @@ class SimHandle:
         """The Docker image and the data-disk volume the sim keeps as the content of ``ami``."""
         return self._sim.state.images[ami], self._sim.state.disks.get(ami)
 
-    def status(self) -> dict[str, Any]:
-        """Same as `invoke sim.status --json`."""
-        return self._sim.status()
+    def status(self, checks: bool = True) -> dict[str, Any]:
+        """Same as `invoke sim.status --json --check` (without ``checks``: `--json`, no readiness checks)."""
+        return self._sim.status(checks=checks)
 
     def ec2(self) -> Any:
         """boto3 EC2 client on the sim's moto."""
