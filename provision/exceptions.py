@@ -77,3 +77,7 @@ class DiskFull(ProvisionError):
 
 class CephNotHealthy(ProvisionError):
     """The Ceph cluster did not reach the wanted state (HEALTH_OK, OSDs up) in time."""
+
+
+class JoinError(ProvisionError):
+    """A node cannot join the cluster: its join token is malformed, unknown, wrong, used or expired."""

@@ -121,6 +121,26 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """Several instances of the AMI as one cloud: the join token and the replication a cluster gets.
+
+    The first instance (the controller) bootstraps as a single node does; an instance launched
+    with a join token in its user data joins it instead (``provision/cluster/``).
+    """
+
+    #: The controller's join service (HTTPS, its own certificate pinned by the token).
+    join_port: int = 13443
+    #: A join token is refused this many seconds after it was issued.
+    token_ttl_s: int = 3600
+    #: Monitors in all, the controller's included (nodes 2 and 3 add one each).
+    max_monitors: int = 3
+    #: From this many OSD hosts on, the pools keep ``replicated_size`` copies on distinct hosts.
+    replicated_hosts: int = 3
+    replicated_size: int = 3
+    replicated_min_size: int = 2
+
+
+@dataclass(frozen=True)
 class Settings:
     """Project-wide defaults; the single source for instance type, region, names and sizes."""
 
@@ -150,6 +170,7 @@ class Settings:
     ceph: CephSettings = field(default_factory=CephSettings)
     openstack: OpenStackSettings = field(default_factory=OpenStackSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     def replace(self, **changes: Any) -> "Settings":
         """Return a copy with ``changes`` applied; ``None`` values are ignored (unset flags)."""

@@ -1,0 +1,1 @@
+"""Several instances of the AMI as one cloud: join tokens, the joiner's user data, the cluster's shape."""

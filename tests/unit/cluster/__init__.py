@@ -1,0 +1,1 @@
+"""Unit tests of provision/cluster/, one file per module."""
