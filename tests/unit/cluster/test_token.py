@@ -134,7 +134,7 @@ def test_the_joiners_and_controllers_modules_run_on_a_bare_python() -> None:
     userdata.py, which reads cloud-config with PyYAML (python3-yaml, which cloud-init itself needs)."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(provision.__file__)))
     check = (
-        "import sys, provision.cluster.token, provision.cluster.service, provision.cluster.client, provision.cluster.handover\n"
+        "import sys, provision.cluster.token, provision.cluster.service, provision.cluster.client, provision.cluster.handover, provision.cluster.role\n"
         "import provision.ceph.replication\n"
         "extra = sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names) - {'provision', '__main__'})\n"
         "assert not extra, extra\n"
