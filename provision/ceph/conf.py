@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 from ..exceptions import ConfigError
 
@@ -122,6 +123,41 @@ def render_ceph_conf(
         osd_memory_target_mib: the memory each OSD aims to stay under.
         osd_size_gib: size of each OSD's file-backed BlueStore block device.
     """
+    return _render(fsid=fsid, ip=ip, network=network, members=[f"mon_initial_members = {mon_id}"],
+                   mon_host=mon_addrvec(ip), osd_memory_target_mib=osd_memory_target_mib, osd_size_gib=osd_size_gib)
+
+
+def render_member_conf(
+    *,
+    fsid: str,
+    ip: str,
+    network: str,
+    mon_ips: Sequence[str],
+    osd_memory_target_mib: int = 1024,
+    osd_size_gib: int = 10,
+) -> str:
+    """Render ``/etc/ceph/ceph.conf`` for a node of a cluster of several (issue 18).
+
+    The same settings as a single host (every node must agree on the pool defaults and the
+    health thresholds; the pools' replication is changed per pool, see ``replication.py``),
+    but ``mon_host`` lists every monitor (space-separated vectors, as cephadm writes them) and
+    there is no ``mon_initial_members``: the cluster exists, a new monitor joins its quorum.
+
+    Raises:
+        ConfigError: no monitor, or an address or network that is not IPv4 / does not hold ``ip``.
+    """
+    if not mon_ips:
+        raise ConfigError("A cluster node's ceph.conf needs at least one monitor address")
+    for mon in mon_ips:
+        check_network(network, mon)
+    return _render(fsid=fsid, ip=ip, network=network, members=[],
+                   mon_host=" ".join(mon_addrvec(m) for m in mon_ips),
+                   osd_memory_target_mib=osd_memory_target_mib, osd_size_gib=osd_size_gib)
+
+
+def _render(
+    *, fsid: str, ip: str, network: str, members: list[str], mon_host: str, osd_memory_target_mib: int, osd_size_gib: int
+) -> str:
     net = check_network(network, ip)
     if osd_memory_target_mib < 1 or osd_size_gib < 1:
         raise ConfigError("OSD memory target and size must be positive")
@@ -129,8 +165,8 @@ def render_ceph_conf(
         CONF_HEADER.rstrip("\n"),
         "[global]",
         f"fsid = {fsid}",
-        f"mon_initial_members = {mon_id}",
-        f"mon_host = {mon_addrvec(ip)}",
+        *members,
+        f"mon_host = {mon_host}",
         f"public_network = {net}",
         "auth_cluster_required = cephx",
         "auth_service_required = cephx",

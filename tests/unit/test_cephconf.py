@@ -158,3 +158,21 @@ IP_ADDR = """\
 )
 def test_network_of(ip: str, expected: str | None) -> None:
     assert cephconf.network_of(IP_ADDR, ip) == expected
+
+
+def test_a_cluster_nodes_conf_lists_every_monitor_and_keeps_the_single_host_settings() -> None:
+    single = cephconf.render_ceph_conf(fsid="f", ip="10.0.0.5", network="10.0.0.0/24")
+    member = cephconf.render_member_conf(fsid="f", ip="10.0.0.7", network="10.0.0.0/24", mon_ips=["10.0.0.5", "10.0.0.6"])
+    assert cephconf.get_option(member, "mon_host") == "[v2:10.0.0.5:3300,v1:10.0.0.5:6789] [v2:10.0.0.6:3300,v1:10.0.0.6:6789]"
+    assert cephconf.get_option(member, "mon_initial_members") is None
+    assert cephconf.get_option(single, "mon_initial_members") == "a"
+    drop = ("mon_host", "mon_initial_members")
+    assert [x for x in member.splitlines() if not x.startswith(drop)] == [
+        x for x in single.splitlines() if not x.startswith(drop)]
+
+
+def test_a_cluster_nodes_conf_refuses_no_monitor_or_one_outside_the_network() -> None:
+    with pytest.raises(ConfigError, match="at least one monitor"):
+        cephconf.render_member_conf(fsid="f", ip="10.0.0.7", network="10.0.0.0/24", mon_ips=[])
+    with pytest.raises(ConfigError, match="does not contain"):
+        cephconf.render_member_conf(fsid="f", ip="10.0.0.7", network="10.0.0.0/24", mon_ips=["10.1.0.5"])
