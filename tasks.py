@@ -395,6 +395,34 @@ def bench_provision(c):
     print(json.dumps(result, indent=2, sort_keys=True))
 
 
+# --- cluster -----------------------------------------------------------------------
+@task(help={
+    "ttl": "the token's lifetime in seconds (default: cluster.token_ttl_s, 3600)",
+    "target": "the controller as a target spec (ssh://USER@HOST[:PORT], docker://NAME); default: the sim's instance",
+    "key": "private key file for an ssh:// target (default: the SSH agent)",
+})
+@friendly
+def token(c, ttl=None, target=None, key=None):
+    """Issue a join token on the controller: one line for a new node's user data (README, Cluster).
+
+    The token is single-use and expires; the controller's join service listens only while one
+    is live. Prints the token line (a secret: it joins one node) on stdout and what it is for on stderr.
+    """
+    from provision.cluster.remote import issue
+    from provision.target import from_spec
+
+    if target:
+        options = {"key_filename": key} if target.startswith("ssh://") else {}
+        with from_spec(target, **options) as t:
+            got = issue(t, int(ttl) if ttl else None)
+    else:
+        sim = _sim(c)
+        sim.require_running()
+        got = issue(sim.target(), int(ttl) if ttl else None)
+    print(f"join token {got['id']} for node {got['node_name']}, expires at {got['expires']} (epoch s)", file=sys.stderr)
+    print(got["token"])
+
+
 # --- test --------------------------------------------------------------------------
 @task(help={
     "offline": "only the fast tier that needs no Docker",
@@ -431,8 +459,10 @@ ami_ns = Collection("ami", audit, deregister)
 ami_ns.__doc__ = "Inspect images and hosts; deregister an AMI."
 bench_ns = Collection("bench", boot, bench_provision)
 bench_ns.__doc__ = "Benchmarks that print JSON figures."
+cluster_ns = Collection("cluster", token)
+cluster_ns.__doc__ = "Several instances of the AMI as one cloud (in progress: the join token)."
 
 ns = Collection(test)
-for sub in (sim_ns, build_ns, provision_ns, ami_ns, bench_ns):
+for sub in (sim_ns, build_ns, provision_ns, ami_ns, bench_ns, cluster_ns):
     ns.add_collection(sub)
 ns.configure({"coa": settings_mod.as_dict(settings_mod.Settings()), "run": {"echo": True}})

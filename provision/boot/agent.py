@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from ..cluster.controller import JOIN_UNIT, render_join_unit
 from ..hostname import CLOUD_INIT_CFG, render_cloud_init_cfg
 from ..paths import AGENT_DIR, SETTINGS_PATH, UNIT_DIR
 from ..settings import Settings
@@ -35,6 +36,8 @@ def agent_files(settings: Settings) -> dict[str, tuple[bytes, int]]:
     files[SETTINGS_PATH] = ((json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True) + "\n").encode(), 0o644)
     for job in jobs(settings):
         files[f"{UNIT_DIR}/{job.unit}"] = (render_unit(job).encode(), 0o644)
+    # Not a boot job: never enabled, started only by issuing a join token (provision/cluster/).
+    files[f"{UNIT_DIR}/{JOIN_UNIT}"] = (render_join_unit().encode(), 0o644)
     return files
 
 
@@ -53,7 +56,7 @@ class BootAgentStep:
             if target.remove(path):
                 changed.append(path)
         # Remove units of jobs that no longer exist.
-        wanted = {job.unit for job in jobs(settings)}
+        wanted = {job.unit for job in jobs(settings)} | {JOIN_UNIT}
         listing = target.run("ls %s", UNIT_DIR, check=False).stdout.split()
         for unit in listing:
             if unit.startswith("coa-") and unit.endswith(".service") and unit not in wanted:

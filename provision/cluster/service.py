@@ -15,13 +15,15 @@ Standard library only: it runs on the instance beside the boot agent.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..exceptions import JoinError
 from . import token as tk
@@ -34,10 +36,25 @@ PATH = "/v1/join"
 
 
 class FileStore:
-    """The token records in one JSON file, written atomically with mode 0600."""
+    """The token records in one JSON file, written atomically with mode 0600.
+
+    :meth:`locked` serialises every read-change-write across processes (the join service
+    and a ``token`` command issuing beside it) with ``flock`` on a lock file next to it.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's lock (exclusive, blocking) for the ``with`` block."""
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def load(self) -> dict[str, tk.Record]:
         """The records (none when the file is absent)."""
@@ -68,7 +85,7 @@ def redeem_locked(store: FileStore, lock: threading.Lock, request: dict[str, Any
     if not all(isinstance(v, str) and v for v in (tid, secret, joiner)):
         raise JoinError("A join request needs id, secret and joiner")
     assert isinstance(tid, str) and isinstance(secret, str) and isinstance(joiner, str)
-    with lock:
+    with lock, store.locked():
         records = tk.prune(store.load(), now=now)
         used = tk.redeem(records, tid, secret, now=now, joiner=joiner)
         records[tid] = used

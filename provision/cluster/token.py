@@ -59,6 +59,8 @@ class Record:
     used_at: int | None = None
     used_by: str | None = None
     revoked: bool = False
+    #: The name the controller gives the node that joins with this token (``cephdemo-2``...).
+    node_name: str | None = None
 
 
 def _sha256(text: str) -> str:

@@ -44,8 +44,10 @@ KINDS = (
 )
 
 #: Under the state directory: the project's own secrets (``openstack/secrets.json`` is
-#: where the OpenStack provisioning keeps the OpenStack passwords; made anew when missing).
-STATE_SECRETS: tuple[str, ...] = ("secrets/*", "openstack/secrets*.json")
+#: where the OpenStack provisioning keeps the OpenStack passwords; made anew when missing;
+#: ``cluster/*`` the controller's join-token records: another instance of the image must not
+#: believe in tokens it never issued).
+STATE_SECRETS: tuple[str, ...] = ("secrets/*", "openstack/secrets*.json", "cluster/*")
 
 #: Per-build secrets: the scrub removes them and the audit reports them (kind
 #: ``build-secret`` when no more specific kind applies). First-boot units regenerate
