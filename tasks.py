@@ -405,8 +405,9 @@ def bench_provision(c):
 def token(c, ttl=None, target=None, key=None):
     """Issue a join token on the controller: one line for a new node's user data (README, Cluster).
 
-    The token is single-use and expires; the controller's join service listens only while one
-    is live. Prints the token line (a secret: it joins one node) on stdout and what it is for on stderr.
+    The token is single-use and expires; the controller's join service listens only until every
+    token has expired or been revoked. Prints the token line (a secret: it joins one node) on
+    stdout, and what it is for on stderr.
     """
     from provision.cluster.remote import issue
     from provision.target import from_spec

@@ -1,7 +1,7 @@
 """The controller's command line: ``python3 -m provision.cluster COMMAND`` (as root, on the controller).
 
 * ``token [--ttl S]``: issue a join token; prints one JSON line ``{"token", "id", "node_name", "expires"}``;
-* ``serve``: the join endpoint (what ``coa-join.service`` runs) until no token is live;
+* ``serve``: the join endpoint (what ``coa-join.service`` runs) until every token has expired or been revoked;
 * ``revoke ID``: a token can no longer join (its cephx user is removed);
 * ``list``: the tokens (never a secret or its hash) as one JSON line.
 
@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("token", help="issue a join token (and start the join service)")
     t.add_argument("--ttl", type=int, default=None, help="lifetime in seconds (default: cluster.token_ttl_s)")
-    sub.add_parser("serve", help="the join endpoint, until no token is live")
+    sub.add_parser("serve", help="the join endpoint, until every token has expired or been revoked")
     r = sub.add_parser("revoke", help="revoke the token ID")
     r.add_argument("id")
     sub.add_parser("list", help="the tokens, without secrets")

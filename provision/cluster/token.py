@@ -200,10 +200,14 @@ def redeem(records: Mapping[str, Record], token_id: str, secret: str, *, now: in
 
 
 def revoke(records: Mapping[str, Record], token_id: str) -> dict[str, Record]:
-    """The records with ``token_id`` revoked (unchanged when it is unknown or already ended)."""
+    """The records with ``token_id`` revoked: it can no longer join, and its cephx user goes.
+
+    Unchanged when the id is unknown or already revoked. A used token is revoked too: its
+    cephx user (which the joiner creates its OSDs with) is then removed before its expiry.
+    """
     out = dict(records)
     rec = out.get(token_id)
-    if rec is not None and rec.used_at is None and not rec.revoked:
+    if rec is not None and not rec.revoked:
         out[token_id] = replace(rec, revoked=True)
     return out
 

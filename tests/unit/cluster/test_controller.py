@@ -26,13 +26,13 @@ def test_the_join_unit_is_installed_but_nothing_starts_it_at_boot() -> None:
     assert agent_files(S)[f"{UNIT_DIR}/{ctl.JOIN_UNIT}"][0].decode() == text
 
 
-def test_a_token_is_live_until_used_revoked_or_expired() -> None:
-    assert ctl.live({"a": _rec(1)}, now=150)
-    assert not ctl.live({"a": _rec(1)}, now=200)
-    assert not ctl.live({"a": _rec(1, used_at=120, used_by="x")}, now=150)
-    assert not ctl.live({"a": _rec(1, revoked=True)}, now=150)
-    assert ctl.live({"a": _rec(1, revoked=True), "b": _rec(2)}, now=150)
-    assert not ctl.live({}, now=0)
+def test_the_service_runs_while_a_token_has_not_expired_or_been_revoked() -> None:
+    assert ctl.pending({"a": _rec(1)}, now=150)
+    assert not ctl.pending({"a": _rec(1)}, now=200)
+    assert ctl.pending({"a": _rec(1, used_at=120, used_by="x")}, now=150)  # its cephx user is still to remove
+    assert not ctl.pending({"a": _rec(1, revoked=True)}, now=150)
+    assert ctl.pending({"a": _rec(1, revoked=True), "b": _rec(2)}, now=150)
+    assert not ctl.pending({}, now=0)
 
 
 def test_the_token_records_never_go_into_an_image() -> None:

@@ -100,10 +100,11 @@ def test_a_token_that_must_not_join_is_refused_with_its_reason(change: str, word
         tk.redeem(records, tid, secret, now=now, joiner="10.0.0.6")
 
 
-def test_revoking_a_used_or_unknown_token_changes_nothing() -> None:
+def test_revoking_marks_used_and_unused_tokens_and_an_unknown_id_changes_nothing() -> None:
     token, rec = _issue()
     used = tk.redeem({rec.id: rec}, token.id, token.secret, now=NOW, joiner="x")
-    assert tk.revoke({rec.id: used}, rec.id) == {rec.id: used}
+    assert tk.revoke({rec.id: used}, rec.id)[rec.id].revoked
+    assert tk.revoke({rec.id: used}, rec.id)[rec.id].used_by == "x"
     assert tk.revoke({rec.id: rec}, "0" * 16) == {rec.id: rec}
 
 
