@@ -10,7 +10,6 @@ token expires or is revoked (used or not: the joiner creates its OSDs with it fi
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import posixpath
 import threading
@@ -18,7 +17,7 @@ import time
 from typing import Any, Callable
 
 from ..ceph.auth import auth_get, ensure_auth
-from ..ceph.cli import ceph
+from ..ceph.cli import ceph, ceph_json
 from ..ceph.conf import get_option
 from ..ceph.monmap import MonMap, parse_mon_dump_json
 from ..ceph.replication import osd_hosts
@@ -31,7 +30,7 @@ from ..target import Target
 from ..tls import cert_files, fingerprint
 from . import handover as ho
 from . import token as tk
-from .service import FileStore, make_server
+from .service import PATH, FileStore, make_server
 
 #: The join service's unit: installed with the boot agent, never enabled (started by a token).
 JOIN_UNIT = "coa-join.service"
@@ -86,7 +85,7 @@ def controller_ip(mm: MonMap, settings: Settings) -> str:
 
 def taken_names(target: Target, settings: Settings, mm: MonMap, records: dict[str, tk.Record]) -> set[str]:
     """Node names in use: CRUSH hosts, monitors, and those given to tokens still in the records."""
-    tree = json.loads(ceph(target, settings, "osd", "tree", "-f", "json").stdout)
+    tree = ceph_json(target, settings, "osd", "tree") or {}
     names = set(osd_hosts(tree)) | {m.name for m in mm.mons} | {settings.hostname}
     return names | {r.node_name for r in records.values() if r.node_name}
 
@@ -118,13 +117,17 @@ def retire_join_users(target: Target, settings: Settings, records: dict[str, tk.
 
     A used token's user lives until the token's expiry: the joiner creates its OSDs with it.
     """
+    ended = {ho.join_entity(r.id): r for r in records.values() if r.revoked or now >= r.expires}
+    if not ended:
+        return []
+    # One listing instead of one `ceph auth get` per ended record: the watch runs every
+    # IDLE_CHECK_S, and ended records stay in the store for a week.
+    listing = ceph_json(target, settings, "auth", "ls") or {}
     gone = []
-    for rec in records.values():
-        entity = ho.join_entity(rec.id)
-        if (rec.revoked or now >= rec.expires) and auth_get(target, settings, entity) is not None:
-            ceph(target, settings, "auth", "del", entity)
-            log(f"removed {entity} (token {'revoked' if rec.revoked else 'expired'})")
-            gone.append(entity)
+    for entity in sorted({e["entity"] for e in listing.get("auth_dump", [])} & set(ended)):
+        ceph(target, settings, "auth", "del", entity)
+        log(f"removed {entity} (token {'revoked' if ended[entity].revoked else 'expired'})")
+        gone.append(entity)
     return gone
 
 
@@ -187,7 +190,7 @@ def serve(target: Target, settings: Settings, log: Log = print, clock: Callable[
                 return
 
     threading.Thread(target=watch, daemon=True).start()
-    log(f"join service on https://{ip}:{settings.cluster.join_port}{'/v1/join'}")
+    log(f"join service on https://{ip}:{settings.cluster.join_port}{PATH}")
     try:
         server.serve_forever()
     finally:
